@@ -1,0 +1,50 @@
+// swift-tools-version: 6.2
+//
+// lguest: a Launcher for Linux guests on KVM.
+//
+// One target per layer; dependencies point one way, from the command-line tool down
+// to the C shim. docs/Architecture.md walks through the layers.
+import PackageDescription
+
+let package = Package(
+    name: "lguest",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "lguest", targets: ["lguest"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // The only C: <linux/kvm.h>, ioctl numbers Swift cannot import, variadic calls.
+        .target(name: "CKVM"),
+        // Guest-physical addresses and bounds-checked access to guest RAM.
+        .target(name: "GuestMemory", dependencies: ["CKVM"]),
+        // /dev/kvm, the VM and its vCPUs.
+        .target(name: "KVM", dependencies: ["CKVM", "GuestMemory"]),
+        // Kernel image loaders: bzImage (64-bit boot protocol) and ELF vmlinux (PVH).
+        .target(name: "Boot", dependencies: ["GuestMemory"]),
+        // ACPI tables and the little AML writer that describes devices to the guest.
+        .target(name: "Firmware", dependencies: ["GuestMemory"]),
+        // Split virtqueues, the VirtioDevice protocol and the virtio-mmio transport.
+        .target(name: "Virtio", dependencies: ["GuestMemory", "CKVM"]),
+        // Platform devices (UART, i8042, pvpanic, ACPI power) and the virtio devices.
+        .target(name: "Devices", dependencies: ["Virtio", "GuestMemory", "CKVM"]),
+        // A configuration value in, a running VM out.
+        .target(name: "Launcher", dependencies: ["KVM", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "CKVM"]),
+        // The command-line tool.
+        .executableTarget(name: "lguest", dependencies: [
+            "Launcher",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
+        .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "GuestMemory"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "GuestMemory"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "Boot", "GuestMemory", "CKVM"]),
+        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "lguest"]),
+        .testTarget(name: "LabTests", dependencies: []),
+    ]
+)

@@ -1,0 +1,101 @@
+// CKVM: the only C in lguest.
+//
+// Swift imports <linux/kvm.h>'s structs and plain integer constants by itself. What it cannot
+// reach lives here: the ioctl request numbers (function-like _IO/_IOW macros), flags built from
+// enums, variadic calls (ioctl, prctl, syscall), and C11 atomics on memory we do not own (the
+// guest's rings). Every wrapper returns the result or -errno, so Swift never reads a stale errno.
+#ifndef CKVM_H
+#define CKVM_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <linux/kvm.h>
+#include <linux/if_tun.h>
+#include <linux/seccomp.h>
+#include <linux/filter.h>
+#include <linux/audit.h>
+#include <net/if.h>
+#include <sys/eventfd.h>
+#include <sys/epoll.h>
+#include <sys/prctl.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/signalfd.h>
+#include <termios.h>
+#include <pthread.h>
+#include <signal.h>
+
+// MARK: - ioctl request numbers (api.rst names each one)
+
+static const unsigned long LG_KVM_GET_API_VERSION = KVM_GET_API_VERSION;
+static const unsigned long LG_KVM_CREATE_VM = KVM_CREATE_VM;
+static const unsigned long LG_KVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+static const unsigned long LG_KVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+static const unsigned long LG_KVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+static const unsigned long LG_KVM_CREATE_VCPU = KVM_CREATE_VCPU;
+static const unsigned long LG_KVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+static const unsigned long LG_KVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+static const unsigned long LG_KVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
+static const unsigned long LG_KVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
+static const unsigned long LG_KVM_IRQ_LINE = KVM_IRQ_LINE;
+static const unsigned long LG_KVM_IRQFD = KVM_IRQFD;
+static const unsigned long LG_KVM_CREATE_PIT2 = KVM_CREATE_PIT2;
+static const unsigned long LG_KVM_IOEVENTFD = KVM_IOEVENTFD;
+static const unsigned long LG_KVM_RUN = KVM_RUN;
+static const unsigned long LG_KVM_GET_REGS = KVM_GET_REGS;
+static const unsigned long LG_KVM_SET_REGS = KVM_SET_REGS;
+static const unsigned long LG_KVM_GET_SREGS = KVM_GET_SREGS;
+static const unsigned long LG_KVM_SET_SREGS = KVM_SET_SREGS;
+static const unsigned long LG_KVM_SET_MSRS = KVM_SET_MSRS;
+static const unsigned long LG_KVM_SET_FPU = KVM_SET_FPU;
+static const unsigned long LG_KVM_GET_LAPIC = KVM_GET_LAPIC;
+static const unsigned long LG_KVM_SET_LAPIC = KVM_SET_LAPIC;
+static const unsigned long LG_KVM_SET_CPUID2 = KVM_SET_CPUID2;
+static const unsigned long LG_KVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
+
+// Flags Swift does not import (they are built from enum values).
+static const uint32_t LG_KVM_IOEVENTFD_FLAG_DATAMATCH = KVM_IOEVENTFD_FLAG_DATAMATCH;
+static const uint32_t LG_KVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
+static const uint32_t LG_KVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;
+
+// TAP (linux/if_tun.h): _IOW macros again.
+static const unsigned long LG_TUNSETIFF = TUNSETIFF;
+static const unsigned long LG_TUNSETOFFLOAD = TUNSETOFFLOAD;
+static const unsigned long LG_TUNSETVNETHDRSZ = TUNSETVNETHDRSZ;
+static const unsigned long LG_SIOCSIFADDR = SIOCSIFADDR;
+static const unsigned long LG_SIOCSIFNETMASK = SIOCSIFNETMASK;
+static const unsigned long LG_SIOCGIFFLAGS = SIOCGIFFLAGS;
+static const unsigned long LG_SIOCSIFFLAGS = SIOCSIFFLAGS;
+
+// MARK: - Variadic calls, made non-variadic. Each returns its result or -errno.
+
+int lg_ioctl(int fd, unsigned long request);
+int lg_ioctl_value(int fd, unsigned long request, unsigned long value);
+int lg_ioctl_pointer(int fd, unsigned long request, void *argument);
+int lg_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5);
+long lg_seccomp_set_filter(unsigned int flags, const struct sock_fprog *program);
+long lg_gettid(void);
+long lg_raw_syscall0(long number);
+int lg_open(const char *path, int flags, unsigned int mode);
+
+// MARK: - Ordering on shared memory (the guest's virtqueues).
+// On x86-64 acquire loads and release stores are plain moves; what matters is that the
+// compiler may not move other accesses across them, which C11 atomics guarantee.
+
+static inline uint16_t lg_load_acquire_u16(const void *p) {
+    return __atomic_load_n((const uint16_t *)p, __ATOMIC_ACQUIRE);
+}
+static inline void lg_store_release_u16(void *p, uint16_t v) {
+    __atomic_store_n((uint16_t *)p, v, __ATOMIC_RELEASE);
+}
+static inline uint32_t lg_load_acquire_u32(const void *p) {
+    return __atomic_load_n((const uint32_t *)p, __ATOMIC_ACQUIRE);
+}
+static inline void lg_store_release_u32(void *p, uint32_t v) {
+    __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELEASE);
+}
+/// A full barrier: orders earlier stores before later loads (the one ordering x86 relaxes).
+static inline void lg_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+
+#endif

@@ -1,0 +1,48 @@
+// Non-variadic wrappers around variadic libc calls. Each returns the result, or -errno.
+#define _GNU_SOURCE
+#include "CKVM.h"
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+int lg_ioctl(int fd, unsigned long request) {
+    int r;
+    do { r = ioctl(fd, request); } while (r < 0 && errno == EINTR && request != KVM_RUN);
+    return r < 0 ? -errno : r;
+}
+
+int lg_ioctl_value(int fd, unsigned long request, unsigned long value) {
+    int r;
+    do { r = ioctl(fd, request, value); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+int lg_ioctl_pointer(int fd, unsigned long request, void *argument) {
+    int r;
+    do { r = ioctl(fd, request, argument); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+int lg_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5) {
+    int r = prctl(option, a2, a3, a4, a5);
+    return r < 0 ? -errno : r;
+}
+
+long lg_seccomp_set_filter(unsigned int flags, const struct sock_fprog *program) {
+    long r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, flags, program);
+    return r < 0 ? -errno : r;
+}
+
+long lg_gettid(void) { return syscall(SYS_gettid); }
+
+long lg_raw_syscall0(long number) {
+    long r = syscall(number);
+    return r < 0 ? -errno : r;
+}
+
+int lg_open(const char *path, int flags, unsigned int mode) {
+    int r;
+    do { r = open(path, flags, mode); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}

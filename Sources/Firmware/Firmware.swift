@@ -1,0 +1,1 @@
+// The Firmware layer.

@@ -1,0 +1,1 @@
+// The Launcher layer.
