@@ -1,0 +1,128 @@
+import Synchronization
+
+/// Port 0x80, the POST diagnostic port. Linux writes to it as a tiny delay between slow I/O
+/// accesses; it has no effect and must cost nothing.
+public final class DebugPort: BusDevice {
+    public init() {}
+    public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {}
+    public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {}
+}
+
+/// The ACPI hardware-reduced sleep and reset registers the FADT points at.
+///
+/// Linux powers off by writing `SLP_TYP << 2 | SLP_EN` to the sleep control register, with
+/// SLP_TYP taken from the DSDT's `\_S5_` package; it resets by writing the FADT's reset value
+/// to the reset register.
+public final class ACPIPowerDevice: BusDevice {
+    /// Offsets within the device's window.
+    public let sleepControlOffset: UInt64
+    public let sleepStatusOffset: UInt64
+    public let resetOffset: UInt64
+    public let powerOffValue: UInt8
+    public let resetValue: UInt8
+    private let power: PowerControl
+
+    public init(power: PowerControl, sleepControlOffset: UInt64, sleepStatusOffset: UInt64,
+                resetOffset: UInt64, powerOffValue: UInt8, resetValue: UInt8) {
+        self.power = power
+        self.sleepControlOffset = sleepControlOffset
+        self.sleepStatusOffset = sleepStatusOffset
+        self.resetOffset = resetOffset
+        self.powerOffValue = powerOffValue
+        self.resetValue = resetValue
+    }
+
+    public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
+        // Sleep status reads as "not waking"; nothing else is readable.
+        for i in data.indices { data[i] = 0 }
+    }
+
+    public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
+        guard let value = data.first else { return }
+        switch offset {
+        case sleepControlOffset where value == powerOffValue: power.requestStop(.powerOff)
+        case resetOffset where value == resetValue: power.requestStop(.reboot)
+        default: break
+        }
+    }
+}
+
+/// The pvpanic device (ACPI `QEMU0001`): a one-byte port. Reading it tells the guest which
+/// events we understand; the guest's panic notifier writes bit 0 when the kernel panics.
+public final class PanicDevice: BusDevice {
+    static let panicked: UInt8 = 1 << 0
+    static let crashLoaded: UInt8 = 1 << 1
+    private let power: PowerControl
+
+    public init(power: PowerControl) { self.power = power }
+
+    public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
+        for i in data.indices { data[i] = 0 }
+        if !data.isEmpty { data[0] = Self.panicked | Self.crashLoaded }
+    }
+
+    public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
+        // A crash kernel being loaded (bit 1) is no reason to stop: kdump will take over.
+        if let value = data.first, value & Self.panicked != 0 { power.requestStop(.guestPanic) }
+    }
+}
+
+/// Just enough of the i8042 keyboard controller (ports 0x60 and 0x64) for Linux to probe it
+/// and to reboot through it: command 0xFE on port 0x64 pulses the CPU reset line, which is how
+/// `reboot=k` restarts a PC.
+public final class I8042: BusDevice {
+    private struct State {
+        var output: [UInt8] = []
+        var commandByte: UInt8 = 0x45   // keyboard interrupt on, translation on, system flag
+        var pendingCommand: UInt8?      // a command waiting for its data byte on port 0x60
+    }
+    private let state = Mutex(State())
+    private let power: PowerControl
+
+    /// The window covers ports 0x60..0x64; offsets 0 (data) and 4 (status/command) matter.
+    public static let dataOffset: UInt64 = 0
+    public static let commandOffset: UInt64 = 4
+
+    public init(power: PowerControl) { self.power = power }
+
+    public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
+        guard !data.isEmpty else { return }
+        for i in data.indices { data[i] = 0 }
+        state.withLock { s in
+            switch offset {
+            case Self.dataOffset:
+                data[0] = s.output.isEmpty ? 0 : s.output.removeFirst()
+            case Self.commandOffset:
+                // Status: bit 0 output buffer full, bit 2 system flag (self-test passed).
+                data[0] = (s.output.isEmpty ? 0 : 0x01) | 0x04
+            default:
+                break
+            }
+        }
+    }
+
+    public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
+        guard let value = data.first else { return }
+        var reset = false
+        state.withLock { s in
+            switch offset {
+            case Self.commandOffset:
+                switch value {
+                case 0x20: s.output.append(s.commandByte)          // read command byte
+                case 0x60, 0xD1, 0xD2, 0xD3, 0xD4: s.pendingCommand = value // data byte follows
+                case 0xAA: s.output.append(0x55)                   // controller self-test: passed
+                case 0xAB: s.output.append(0x00)                   // keyboard interface test: passed
+                case 0xA9: s.output.append(0xFF)                   // aux interface test: no aux port
+                case 0xFE: reset = true                            // pulse the reset line
+                default: break                                     // enable/disable: nothing to do
+                }
+            case Self.dataOffset:
+                if s.pendingCommand == 0x60 { s.commandByte = value }
+                s.pendingCommand = nil
+            default:
+                break
+            }
+        }
+        if reset { power.requestStop(.reboot) }
+    }
+}
