@@ -1,0 +1,33 @@
+/// Everything needed to start a VM, as a value. The command-line tool builds one; the Launcher
+/// turns it into a running machine. Nothing here has been checked against the host yet: that
+/// happens in `Launcher.prepare`, which reports the first problem as a `LaunchError`.
+public struct VMConfiguration: Sendable, Equatable {
+    public var kernelPath: String
+    public var initrdPath: String?
+    public var commandLine: String
+    public var memoryMiB: UInt64
+    public var cpus: Int
+    public var console: ConsoleKind
+
+    public enum ConsoleKind: String, Sendable, Equatable, CaseIterable {
+        /// The 16550 UART on COM1 (`console=ttyS0`).
+        case serial
+        /// virtio-console (`console=hvc0`).
+        case virtio
+    }
+
+    public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "",
+                memoryMiB: UInt64 = 256, cpus: Int = 1, console: ConsoleKind = .serial) {
+        self.kernelPath = kernelPath
+        self.initrdPath = initrdPath
+        self.commandLine = commandLine
+        self.memoryMiB = memoryMiB
+        self.cpus = cpus
+        self.console = console
+    }
+
+    /// Limits the Launcher enforces.
+    public static let minimumMemoryMiB: UInt64 = 32
+    public static let maximumMemoryMiB: UInt64 = 1 << 20 // 1 TiB
+    public static let maximumCPUs = 254 // xAPIC ids 0...253; the IOAPIC takes the next
+}

@@ -1,0 +1,34 @@
+import Boot
+import Firmware
+import GuestMemory
+import KVM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why a VM could not be started. Every case prints as one line naming what the user can fix.
+public enum LaunchError: Error, CustomStringConvertible {
+    case badOption(String)
+    case cannotRead(path: String, what: String, errno: Int32)
+    case kernel(path: String, BootError)
+    case memory(GuestMemoryError)
+    case kvm(KVMError)
+    case setup(String)
+
+    public var description: String {
+        switch self {
+        case let .badOption(why):
+            return why
+        case let .cannotRead(path, what, errno):
+            return "cannot read \(what) \(path): \(String(cString: strerror(errno)))"
+        case let .kernel(path, error):
+            return "\(path): \(error)"
+        case let .memory(error):
+            return error.description
+        case let .kvm(error):
+            return error.description
+        case let .setup(why):
+            return why
+        }
+    }
+}

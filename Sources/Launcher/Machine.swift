@@ -1,0 +1,234 @@
+import Boot
+import CKVM
+import Devices
+import Firmware
+import GuestMemory
+import KVM
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A VM assembled from a configuration, ready to run: memory filled, devices wired, vCPUs set up.
+///
+/// Everything that can fail because of the user's input fails in `init`, before the guest runs
+/// (exit code 2). Once `run` starts the vCPUs, only the guest or KVM can stop the machine.
+public final class Machine: Sendable {
+    public let configuration: VMConfiguration
+    let memory: GuestMemory
+    let vm: VirtualMachine
+    let vcpus: [VCPU]
+    let ports: Bus
+    let mmio: Bus
+    let power: PowerControl
+    let serial: Serial
+    let events: EventLoop
+
+    public init(_ configuration: VMConfiguration) throws(LaunchError) {
+        self.configuration = configuration
+        try Self.validate(configuration)
+
+        // Journey 1: a configuration arrives. lguest's Launcher began life by mapping a chunk of
+        // its own memory as the guest's "physical" memory and reading the kernel into it; we do
+        // the same, except that KVM, not a kernel module of our own, is the Host. Files first:
+        // if the kernel cannot even be read, nothing else is worth doing.
+        let kernel = try readWholeFile(configuration.kernelPath, what: "kernel")
+        let initrd = try configuration.initrdPath.map { path throws(LaunchError) in try readWholeFile(path, what: "initrd") }
+
+        let system: KVMSystem
+        do { system = try KVMSystem() } catch { throw .kvm(error) }
+
+        do { memory = try GuestMemory(layout: MemoryMap.ramRegions(bytes: configuration.memoryMiB << 20)) }
+        catch { throw .memory(error) }
+
+        // The firmware tables describe the machine to the guest: CPUs, COM1, the keyboard
+        // controller, pvpanic, the power registers and (soon) the virtio devices.
+        let rsdp: GuestAddress
+        do { rsdp = try ACPI.write(AcpiConfiguration(cpus: configuration.cpus), into: memory) }
+        catch { throw .setup("cannot build the ACPI tables: \(error)") }
+
+        let entry: BootEntry
+        do {
+            entry = try loadKernel(image: kernel, initrd: initrd, commandLine: configuration.commandLine,
+                                   rsdp: rsdp, into: memory)
+        } catch { throw .kernel(path: configuration.kernelPath, error) }
+
+        do {
+            vm = try system.createVM()
+            try vm.createPlatform(tssAddress: MemoryMap.kvmTSS)
+            try vm.map(memory)
+        } catch let error as SystemCallError {
+            throw .kvm(.call(error))
+        } catch {
+            throw .kvm(error as! KVMError)
+        }
+
+        // The platform devices, each where the ACPI tables said it would be.
+        power = PowerControl()
+        events = try EventLoop()
+        let vm = self.vm
+        let serialInterrupt: EventFD
+        do {
+            serialInterrupt = try EventFD()
+            try vm.attachInterrupt(serialInterrupt, gsi: PlatformInterrupts.com1)
+        } catch { throw .kvm(.call(error)) }
+        serial = Serial(output: DescriptorSink(fd: 1), interrupt: { serialInterrupt.signal() })
+        let power = self.power
+        do {
+            ports = try Bus([
+                Bus.window(UInt64(PlatformPorts.com1), UInt64(PlatformPorts.com1Length), serial),
+                Bus.window(UInt64(PlatformPorts.i8042Data), 5, I8042(power: power)),
+                Bus.window(0x80, 1, DebugPort()),
+                Bus.window(UInt64(PlatformPorts.pvpanic), 1, PanicDevice(power: power)),
+                Bus.window(UInt64(PlatformPorts.sleepControl), 3, ACPIPowerDevice(
+                    power: power,
+                    sleepControlOffset: 0,
+                    sleepStatusOffset: UInt64(PlatformPorts.sleepStatus - PlatformPorts.sleepControl),
+                    resetOffset: UInt64(PlatformPorts.reset - PlatformPorts.sleepControl),
+                    powerOffValue: PlatformPorts.s5PowerOff, resetValue: PlatformPorts.resetValue)),
+            ])
+            mmio = try Bus([])
+        } catch { throw .setup(error.description) }
+
+        // The vCPUs, all created before any runs: the boot processor wakes the others with
+        // INIT/SIPI as soon as it gets going, and a vCPU that does not exist yet would miss it.
+        var vcpus: [VCPU] = []
+        do {
+            let cpuid = try system.supportedCPUID()
+            for id in 0..<configuration.cpus {
+                let vcpu = try vm.createVCPU(id: id)
+                try vcpu.configure(cpuid: cpuid.forVCPU(id: id, count: configuration.cpus))
+                if id == 0 { try vcpu.enter(entry) }
+                vcpus.append(vcpu)
+            }
+        } catch let error as SystemCallError {
+            throw .kvm(.call(error))
+        } catch {
+            throw .kvm(error as! KVMError)
+        }
+        self.vcpus = vcpus
+    }
+
+    static func validate(_ c: VMConfiguration) throws(LaunchError) {
+        guard (VMConfiguration.minimumMemoryMiB...VMConfiguration.maximumMemoryMiB).contains(c.memoryMiB) else {
+            throw .badOption("memory of \(c.memoryMiB) MiB is out of range: give \(VMConfiguration.minimumMemoryMiB) to \(VMConfiguration.maximumMemoryMiB) MiB")
+        }
+        guard (1...VMConfiguration.maximumCPUs).contains(c.cpus) else {
+            throw .badOption("\(c.cpus) vCPUs is out of range: give 1 to \(VMConfiguration.maximumCPUs)")
+        }
+        guard !c.commandLine.utf8.contains(0) else {
+            throw .badOption("the kernel command line contains a NUL byte")
+        }
+    }
+
+    /// Starts the guest and blocks until it stops; returns why.
+    public func run() throws(LaunchError) -> StopReason {
+        Terminal.enterRawMode()
+        defer { Terminal.restore() }
+        try watchConsoleInput()
+        let events = self.events
+        try spawnThread(name: "lguest-io") { events.run() }
+        for vcpu in vcpus {
+            let (ports, mmio, power) = (self.ports, self.mmio, self.power)
+            try spawnThread(name: "lguest-vcpu\(vcpu.id)") {
+                runVCPU(vcpu, ports: ports, mmio: mmio, power: power)
+            }
+        }
+        return power.waitForStop()
+    }
+
+    /// Keys typed on the host go to COM1, through the escape filter.
+    private func watchConsoleInput() throws(LaunchError) {
+        let serial = self.serial, power = self.power, events = self.events
+        let filter = Mutex(EscapeFilter())
+        let isTerminal = Terminal.inputIsTerminal
+        try events.watch(0) {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
+            if n <= 0 {
+                if n == 0 || (errno != EINTR && errno != EAGAIN) { events.unwatch(0) }
+                return
+            }
+            let input = buffer.prefix(n)
+            guard isTerminal else { serial.enqueueInput(input); return }
+            switch filter.withLock({ $0.filter(input) }) {
+            case .quit: power.requestStop(.userQuit)
+            case let .send(bytes): if !bytes.isEmpty { serial.enqueueInput(bytes) }
+            }
+        }
+    }
+}
+
+import Synchronization
+
+/// The vCPU loop: run the guest until it exits to us, do what the exit asks, repeat.
+func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl) {
+    while true {
+        let exit: VCPUExit
+        do { exit = try vcpu.run() } catch {
+            power.requestStop(.failure("vCPU \(vcpu.id): \(error)"))
+            return
+        }
+        // Journey 4: the guest runs. Most of the time it never comes back here: KVM handles page
+        // faults, interrupts and halts in the kernel, and the guest's notifications go straight
+        // to eventfds. What reaches us is the rest: a port or an address that belongs to one of
+        // our devices, or the end of the world.
+        switch exit {
+        case let .portIO(access):
+            for i in 0..<access.count {
+                let item = UnsafeMutableRawBufferPointer(rebasing: access.data[(i * access.size)..<((i + 1) * access.size)])
+                if access.isWrite { ports.write(UInt64(access.port), from: UnsafeRawBufferPointer(item)) }
+                else { ports.read(UInt64(access.port), into: item) }
+            }
+        case let .mmio(access):
+            if access.isWrite { mmio.write(access.address, from: UnsafeRawBufferPointer(access.data)) }
+            else { mmio.read(access.address, into: access.data) }
+        case .halt:
+            // Only without an in-kernel APIC, which lguest always creates; nothing to do.
+            continue
+        case .shutdown:
+            power.requestStop(.tripleFault(vcpu: vcpu.id))
+            return
+        case let .failEntry(reason):
+            power.requestStop(.failure("vCPU \(vcpu.id): KVM could not enter the guest (hardware reason 0x\(String(reason, radix: 16)))"))
+            return
+        case let .internalError(suberror, data):
+            let words = data.map { "0x" + String($0, radix: 16) }.joined(separator: " ")
+            power.requestStop(.failure("vCPU \(vcpu.id): KVM internal error \(suberror)\(words.isEmpty ? "" : " (\(words))")"))
+            return
+        case let .systemEvent(type):
+            switch Int32(type) {
+            case KVM_SYSTEM_EVENT_SHUTDOWN: power.requestStop(.powerOff)
+            case KVM_SYSTEM_EVENT_RESET: power.requestStop(.reboot)
+            case KVM_SYSTEM_EVENT_CRASH: power.requestStop(.guestPanic)
+            default: power.requestStop(.failure("vCPU \(vcpu.id): unexpected system event \(type)"))
+            }
+            return
+        case .interrupted:
+            if power.stopReason != nil { return }
+        case let .unexpected(reason):
+            power.requestStop(.failure("vCPU \(vcpu.id): unexpected KVM exit \(reason)"))
+            return
+        }
+    }
+}
+
+extension StopReason {
+    /// The process exit code (docs/Architecture.md has the table): 0 when the guest chose to
+    /// stop, 1 when the VM failed.
+    public var exitCode: Int32 {
+        switch self {
+        case .powerOff, .reboot, .userQuit: return 0
+        case .guestPanic, .tripleFault, .failure: return 1
+        }
+    }
+
+    /// The line to print on standard error, or nil when the guest simply stopped.
+    public var message: String? {
+        switch self {
+        case .powerOff, .reboot, .userQuit: return nil
+        case .guestPanic: return "the guest kernel panicked (reported through pvpanic)"
+        case let .tripleFault(vcpu): return "the guest triple-faulted on vCPU \(vcpu) (KVM_EXIT_SHUTDOWN)"
+        case let .failure(why): return why
+        }
+    }
+}
