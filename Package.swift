@@ -20,8 +20,8 @@ let package = Package(
         .target(name: "CKVM"),
         // Guest-physical addresses and bounds-checked access to guest RAM.
         .target(name: "GuestMemory", dependencies: ["CKVM"]),
-        // /dev/kvm, the VM and its vCPUs.
-        .target(name: "KVM", dependencies: ["CKVM", "GuestMemory"]),
+        // /dev/kvm, the VM and its vCPUs (and how to enter what Boot prepared).
+        .target(name: "KVM", dependencies: ["CKVM", "GuestMemory", "Boot"]),
         // Kernel image loaders: bzImage (64-bit boot protocol) and ELF vmlinux (PVH).
         .target(name: "Boot", dependencies: ["GuestMemory"]),
         // ACPI tables and the little AML writer that describes devices to the guest.
@@ -38,13 +38,17 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // Tiny hand-assembled guests shared by the KVM and Launcher tests.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "GuestMemory"]),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "Boot", "GuestMemory", "CKVM"]),
-        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "lguest"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "Boot", "GuestMemory", "CKVM", "TestSupport"]),
+        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "TestSupport"]),
         .testTarget(name: "LabTests", dependencies: []),
+        .testTarget(name: "DocsTests", dependencies: []),
     ]
 )

@@ -46,3 +46,7 @@ int lg_open(const char *path, int flags, unsigned int mode) {
     do { r = open(path, flags, mode); } while (r < 0 && errno == EINTR);
     return r < 0 ? -errno : r;
 }
+
+int lg_set_thread_name(pthread_t thread, const char *name) {
+    return pthread_setname_np(thread, name);
+}

@@ -1,3 +1,4 @@
+import CKVM
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,6 +18,6 @@ func spawnThread(name: String, _ body: @escaping @Sendable () -> Void) throws(La
         Unmanaged<Box>.fromOpaque(context).release()
         throw .setup("cannot start thread \(name): \(String(cString: strerror(result)))")
     }
-    pthread_setname_np(thread, String(name.prefix(15)))
+    _ = lg_set_thread_name(thread, String(name.prefix(15)))
     pthread_detach(thread)
 }

@@ -78,6 +78,7 @@ long lg_seccomp_set_filter(unsigned int flags, const struct sock_fprog *program)
 long lg_gettid(void);
 long lg_raw_syscall0(long number);
 int lg_open(const char *path, int flags, unsigned int mode);
+int lg_set_thread_name(pthread_t thread, const char *name);
 
 // MARK: - Ordering on shared memory (the guest's virtqueues).
 // On x86-64 acquire loads and release stores are plain moves; what matters is that the

@@ -1,0 +1,137 @@
+import ArgumentParser
+import Launcher
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The command-line tool. It only turns arguments into a `VMConfiguration`; the Launcher does the rest.
+@main
+struct Lguest: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lguest",
+        abstract: "Boot a Linux kernel in a KVM virtual machine.",
+        usage: """
+            lguest [--initrd=FILE] [--block=FILE] [--tunnet=IP] [--rng] MEM_MB KERNEL [KERNEL ARGS...]
+              lguest run --kernel FILE [--initrd FILE] [--cmdline "..."] [--memory MiB] [--cpus N]
+            """,
+        discussion: """
+            Exit status: 0 when the guest powers off or reboots, 1 when the VM fails (triple fault, \
+            KVM error, guest panic), 2 when the input is bad (kernel, initrd, option values, no \
+            usable /dev/kvm), 64 for a usage error. On the console, Ctrl-A x quits.
+            """,
+        subcommands: [Classic.self, Run.self],
+        defaultSubcommand: Classic.self)
+}
+
+/// The command line the guest gets when none is given: the serial console, reboot through
+/// the keyboard controller, and reboot (that is, exit) one second after a panic.
+let defaultCommandLine = "console=ttyS0 reboot=k panic=1"
+
+/// lguest's own form, as its Launcher took it: memory in MiB, the kernel, then the kernel's arguments.
+struct Classic: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "classic",
+        abstract: "lguest's original form: lguest [options] MEM_MB KERNEL [KERNEL ARGS...]",
+        shouldDisplay: false)
+
+    @Option(name: .customLong("initrd"), help: ArgumentHelp("An initial RAM disk for the kernel.", valueName: "FILE"))
+    var initrd: String?
+
+    @Option(name: .customLong("block"), help: ArgumentHelp("A raw disk image to give the guest as a virtio block device.", valueName: "FILE"))
+    var block: [String] = []
+
+    @Option(name: .customLong("tunnet"), help: ArgumentHelp("A TAP network device whose host end gets this address.", valueName: "IP"))
+    var tunnet: [String] = []
+
+    @Flag(name: .customLong("rng"), help: "A virtio random number generator.")
+    var rng = false
+
+    @Argument(help: ArgumentHelp("Guest memory in MiB.", valueName: "MEM_MB"))
+    var memory: UInt64
+
+    @Argument(help: ArgumentHelp("The kernel: a bzImage or an ELF vmlinux.", valueName: "KERNEL"))
+    var kernel: String
+
+    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The kernel's command line.", valueName: "KERNEL ARGS"))
+    var kernelArguments: [String] = []
+
+    func run() throws {
+        try refuseUnsupported(disks: block, networks: tunnet, rng: rng)
+        let configuration = VMConfiguration(
+            kernelPath: kernel, initrdPath: initrd,
+            commandLine: kernelArguments.isEmpty ? defaultCommandLine : kernelArguments.joined(separator: " "),
+            memoryMiB: memory, cpus: 1)
+        try launch(configuration)
+    }
+}
+
+/// The modern form, in the style of today's VMMs.
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Boot a kernel: lguest run --kernel FILE [--initrd FILE] [--cmdline \"...\"] [--memory MiB] [--cpus N]")
+
+    @Option(help: ArgumentHelp("The kernel: a bzImage or an ELF vmlinux.", valueName: "FILE"))
+    var kernel: String
+
+    @Option(help: ArgumentHelp("An initial RAM disk for the kernel.", valueName: "FILE"))
+    var initrd: String?
+
+    @Option(help: ArgumentHelp("The kernel's command line (default: \"\(defaultCommandLine)\").", valueName: "TEXT"))
+    var cmdline: String = defaultCommandLine
+
+    @Option(help: ArgumentHelp("Guest memory in MiB.", valueName: "MiB"))
+    var memory: UInt64 = 256
+
+    @Option(help: ArgumentHelp("Number of vCPUs.", valueName: "N"))
+    var cpus: Int = 1
+
+    @Option(help: ArgumentHelp("Where the guest's console is: serial (ttyS0) or virtio (hvc0).", valueName: "KIND"))
+    var console: VMConfiguration.ConsoleKind = .serial
+
+    @Option(help: ArgumentHelp("A raw disk image, optionally read-only (repeatable).", valueName: "PATH[,readonly]"))
+    var disk: [String] = []
+
+    @Option(help: ArgumentHelp("A network device on a TAP interface.", valueName: "tap=NAME[,mac=MAC]"))
+    var net: [String] = []
+
+    @Flag(help: "A virtio random number generator.")
+    var rng = false
+
+    func run() throws {
+        try refuseUnsupported(disks: disk, networks: net, rng: rng)
+        if console == .virtio { fail("--console virtio is not available yet: use --console serial") }
+        let configuration = VMConfiguration(
+            kernelPath: kernel, initrdPath: initrd, commandLine: cmdline,
+            memoryMiB: memory, cpus: cpus, console: console)
+        try launch(configuration)
+    }
+}
+
+extension VMConfiguration.ConsoleKind: ExpressibleByArgument {}
+
+/// Virtio devices come with the virtio layer; until then, say so rather than ignore the option.
+func refuseUnsupported(disks: [String], networks: [String], rng: Bool) throws {
+    if !disks.isEmpty { fail("block devices are not available yet: remove --block/--disk") }
+    if !networks.isEmpty { fail("network devices are not available yet: remove --tunnet/--net") }
+    if rng { fail("the random number generator is not available yet: remove --rng") }
+}
+
+/// Builds the machine, runs it, and exits with the code docs/Architecture.md promises.
+func launch(_ configuration: VMConfiguration) throws -> Never {
+    let machine: Machine
+    do { machine = try Machine(configuration) } catch { fail(error.description) }
+    let reason: StopReason
+    do { reason = try machine.run() } catch {
+        printError("lguest: \(error)")
+        exit(1)
+    }
+    if let message = reason.message { printError("lguest: \(message)") }
+    exit(reason.exitCode)
+}
+
+/// Bad input found before the guest ran: one line, exit code 2.
+func fail(_ message: String) -> Never {
+    printError("lguest: \(message)")
+    exit(2)
+}

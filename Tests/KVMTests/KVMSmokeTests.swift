@@ -1,0 +1,102 @@
+import Boot
+import CKVM
+import GuestMemory
+import KVM
+import TestSupport
+import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Tiny hand-assembled guests on this machine's own /dev/kvm: port I/O, MMIO, HLT and a triple
+/// fault, entered through the same loader and entry path as a real kernel.
+@Suite(.enabled(if: access("/dev/kvm", R_OK | W_OK) == 0, "no usable /dev/kvm on this host: KVM smoke tests skipped"))
+struct KVMSmokeTests {
+    /// A VM with 4 MiB of RAM and the tiny guest `code` loaded and ready at its entry point.
+    /// `irqchip: false` leaves out the in-kernel APIC, so HLT exits to us.
+    func boot(_ code: [UInt8], irqchip: Bool = true) throws -> (VirtualMachine, VCPU, GuestMemory) {
+        let system = try KVMSystem()
+        let vm = try system.createVM()
+        if irqchip { try vm.createPlatform() }
+        let memory = try GuestMemory(size: 4 << 20)
+        try vm.map(memory)
+        let entry = try loadKernel(image: TinyGuest.elf(code), initrd: nil, commandLine: "", rsdp: nil, into: memory)
+        let vcpu = try vm.createVCPU(id: 0)
+        try vcpu.setCPUID(try system.supportedCPUID().forVCPU(id: 0, count: 1))
+        try vcpu.resetFPU()
+        if irqchip { try vcpu.configureLocalInterruptPins() }
+        try vcpu.enter(entry)
+        return (vm, vcpu, memory)
+    }
+
+    /// Runs until an exit other than `interrupted`, at most `limit` exits.
+    func nextExit(_ vcpu: VCPU) throws -> VCPUExit {
+        for _ in 0..<1000 {
+            let exit = try vcpu.run()
+            if case .interrupted = exit { continue }
+            return exit
+        }
+        Issue.record("the guest never exited")
+        throw SystemCallError("KVM_RUN", errno: ETIMEDOUT)
+    }
+
+    @Test func apiVersionAndCapabilities() throws {
+        let system = try KVMSystem()
+        #expect(system.checkExtension(KVM_CAP_IRQFD) > 0)
+        #expect(try system.vcpuMapSize() >= 4096)
+        let cpuid = try system.supportedCPUID()
+        #expect(cpuid.entries.count > 4)
+        // The hypervisor leaves are there for paravirtual guests.
+        #expect(cpuid.entry(function: 0x4000_0000) != nil)
+        let mine = cpuid.forVCPU(id: 3, count: 4)
+        #expect(mine.entry(function: 1).map { $0.ebx >> 24 } == 3)
+        #expect(mine.entry(function: 1).map { $0.ecx & (1 << 31) != 0 } == true)
+    }
+
+    @Test func portIOBothWays() throws {
+        let code = TinyGuest.print("Hi")
+            + TinyGuest.movDX(0x1234) + TinyGuest.inEAXDX   // eax = what we answer
+            + TinyGuest.movDX(0x1235) + TinyGuest.outDXEAX  // ... and it echoes it back
+            + TinyGuest.spin
+        let (_, vcpu, _) = try boot(code)
+        var printed: [UInt8] = []
+        for _ in 0..<2 {
+            guard case let .portIO(io) = try nextExit(vcpu) else { Issue.record("expected port I/O"); return }
+            #expect(io.port == 0x3F8 && io.isWrite && io.size == 1)
+            printed += io.data
+        }
+        #expect(String(decoding: printed, as: UTF8.self) == "Hi")
+        guard case let .portIO(input) = try nextExit(vcpu) else { Issue.record("expected IN"); return }
+        #expect(input.port == 0x1234 && !input.isWrite && input.size == 4)
+        input.data.storeBytes(of: UInt32(0xCAFE_BABE).littleEndian, as: UInt32.self)
+        guard case let .portIO(echo) = try nextExit(vcpu) else { Issue.record("expected OUT"); return }
+        #expect(echo.port == 0x1235 && echo.isWrite)
+        #expect(echo.data.loadUnaligned(as: UInt32.self) == 0xCAFE_BABE)
+    }
+
+    @Test func mmioBothWays() throws {
+        let window: UInt32 = 0xD000_0000 // not RAM: every access exits
+        let code = TinyGuest.movEBX(window) + TinyGuest.movEAX(0x1122_3344) + TinyGuest.storeEAXAtRBX
+            + TinyGuest.loadEAXFromRBXPlus8 + TinyGuest.movDX(0x1235) + TinyGuest.outDXEAX + TinyGuest.spin
+        let (_, vcpu, _) = try boot(code)
+        guard case let .mmio(store) = try nextExit(vcpu) else { Issue.record("expected an MMIO store"); return }
+        #expect(store.address == UInt64(window) && store.isWrite && store.length == 4)
+        #expect(store.data.loadUnaligned(as: UInt32.self) == 0x1122_3344)
+        guard case let .mmio(load) = try nextExit(vcpu) else { Issue.record("expected an MMIO load"); return }
+        #expect(load.address == UInt64(window) + 8 && !load.isWrite && load.length == 4)
+        load.data.storeBytes(of: UInt32(0x5566_7788).littleEndian, as: UInt32.self)
+        guard case let .portIO(echo) = try nextExit(vcpu) else { Issue.record("expected OUT"); return }
+        #expect(echo.data.loadUnaligned(as: UInt32.self) == 0x5566_7788)
+    }
+
+    @Test func haltExitsWithoutAnInKernelAPIC() throws {
+        let (_, vcpu, _) = try boot(TinyGuest.hlt + TinyGuest.spin, irqchip: false)
+        guard case .halt = try nextExit(vcpu) else { Issue.record("expected HLT"); return }
+    }
+
+    @Test func immediateExitInterruptsRun() throws {
+        let (_, vcpu, _) = try boot(TinyGuest.spin)
+        vcpu.requestExit()
+        guard case .interrupted = try vcpu.run() else { Issue.record("expected an interrupted run"); return }
+    }
+}

@@ -1,0 +1,185 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// The `lguest` tool as a user runs it: a real process, real files, this machine's /dev/kvm.
+/// Tiny guests stand in for Linux here (a full kernel boots in the lab tier).
+enum Tool {
+    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var binary: URL {
+        if let path = ProcessInfo.processInfo.environment["LGUEST_BINARY"] { return URL(fileURLWithPath: path) }
+        return packageRoot.appendingPathComponent(".build/debug/lguest")
+    }
+
+    struct Result {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var stderrLines: [Substring] { stderr.split(separator: "\n", omittingEmptySubsequences: true) }
+    }
+
+    /// Runs lguest with `arguments`, standard input from /dev/null, and a time limit.
+    static func run(_ arguments: [String], timeout: TimeInterval = 60) throws -> Result {
+        let process = Process()
+        process.executableURL = binary
+        process.arguments = arguments
+        process.standardInput = FileHandle.nullDevice
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let deadline = Date().addingTimeInterval(timeout)
+        // Read both pipes while waiting, so a chatty guest cannot block on a full pipe.
+        let outData = Mutex(Data()), errData = Mutex(Data())
+        let group = DispatchGroup()
+        for (pipe, sink) in [(out, outData), (err, errData)] {
+            group.enter()
+            DispatchQueue.global().async {
+                let data = pipe.fileHandleForReading.readDataToEndOfFile()
+                sink.withLock { $0 = data }
+                group.leave()
+            }
+        }
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning {
+            process.terminate()
+            Issue.record("lguest \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
+        }
+        process.waitUntilExit()
+        group.wait()
+        return Result(status: process.terminationStatus,
+                      stdout: String(decoding: outData.withLock { $0 }, as: UTF8.self),
+                      stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self))
+    }
+
+    /// Writes `bytes` to a new temporary file and returns its path.
+    static func temporaryFile(_ bytes: [UInt8], name: String = "file") throws -> String {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lguest-tests-\(getpid())")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let url = directory.appendingPathComponent("\(UUID().uuidString)-\(name)")
+        try Data(bytes).write(to: url)
+        return url.path
+    }
+}
+
+import Synchronization
+
+let kvmUsable = access("/dev/kvm", R_OK | W_OK) == 0
+
+/// What the guest chooses to do with its life, and what lguest makes of it.
+@Suite(.enabled(if: kvmUsable, "no usable /dev/kvm on this host: tiny-guest runs skipped"))
+struct GuestLifecycleTests {
+    @Test func powerOffExitsZeroAfterPrintingOnTheSerialConsole() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff()), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("hello from a tiny guest"))
+        #expect(result.stderr.isEmpty)
+    }
+
+    @Test func classicFormBootsTheSameGuest() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff("classic\n")), name: "tiny.elf")
+        let result = try Tool.run(["64", kernel, "console=ttyS0"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("classic"))
+    }
+
+    @Test func rebootThroughTheKeyboardControllerExitsZero() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.rebootThroughKeyboardController()), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+    }
+
+    @Test func tripleFaultExitsOneWithOneLine() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.tripleFault()), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
+        #expect(result.status == 1)
+        #expect(result.stdout.contains("about to fault"))
+        #expect(result.stderrLines.count == 1)
+        #expect(result.stderr.contains("triple-fault"))
+    }
+
+    @Test func pvpanicExitsOneSayingTheGuestPanicked() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.panic()), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
+        #expect(result.status == 1)
+        #expect(result.stderrLines.count == 1)
+        #expect(result.stderr.contains("panicked"))
+    }
+
+    @Test func severalVCPUsStartAndTheBootProcessorStillRuns() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff("smp\n")), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64", "--cpus", "4"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("smp"))
+    }
+}
+
+/// Bad input gets exit code 2 (or 64 for usage) and exactly one line on stderr — never a crash.
+@Suite struct BadInputTests {
+    func expectRefusal(_ arguments: [String], status: Int32 = 2, mentioning words: [String],
+                       sourceLocation: SourceLocation = #_sourceLocation) throws {
+        let result = try Tool.run(arguments)
+        #expect(result.status == status, "stderr: \(result.stderr)", sourceLocation: sourceLocation)
+        if status == 2 {
+            #expect(result.stderrLines.count == 1, "stderr: \(result.stderr)", sourceLocation: sourceLocation)
+        }
+        for word in words {
+            #expect(result.stderr.contains(word), "stderr: \(result.stderr)", sourceLocation: sourceLocation)
+        }
+        #expect(!result.stderr.contains("Fatal error"), sourceLocation: sourceLocation)
+    }
+
+    var tinyKernel: String { get throws { try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff()), name: "tiny.elf") } }
+
+    @Test func missingKernelFile() throws {
+        try expectRefusal(["run", "--kernel", "/nonexistent/vmlinuz"], mentioning: ["/nonexistent/vmlinuz", "No such file"])
+        try expectRefusal(["256", "/nonexistent/vmlinuz"], mentioning: ["/nonexistent/vmlinuz"])
+    }
+
+    @Test func kernelIsADirectory() throws {
+        try expectRefusal(["run", "--kernel", "/tmp"], mentioning: ["/tmp"])
+    }
+
+    @Test func kernelIsNotAKernel() throws {
+        let junk = try Tool.temporaryFile(Array("this is not a kernel, just some text\n".utf8), name: "junk")
+        try expectRefusal(["run", "--kernel", junk], mentioning: [junk])
+        let empty = try Tool.temporaryFile([], name: "empty")
+        try expectRefusal(["run", "--kernel", empty], mentioning: [empty])
+    }
+
+    @Test func truncatedELF() throws {
+        let whole = TinyGuest.elf(TinyGuest.helloThenPowerOff())
+        for length in [4, 40, 64, 100, 119] {
+            let cut = try Tool.temporaryFile(Array(whole.prefix(length)), name: "cut\(length).elf")
+            try expectRefusal(["run", "--kernel", cut], mentioning: [cut])
+        }
+    }
+
+    @Test func missingInitrd() throws {
+        try expectRefusal(["run", "--kernel", tinyKernel, "--initrd", "/nonexistent/initrd"], mentioning: ["initrd", "/nonexistent/initrd"])
+    }
+
+    @Test func memoryOutOfRange() throws {
+        try expectRefusal(["run", "--kernel", tinyKernel, "--memory", "0"], mentioning: ["memory"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--memory", "99999999999"], mentioning: ["memory"])
+    }
+
+    @Test func cpusOutOfRange() throws {
+        try expectRefusal(["run", "--kernel", tinyKernel, "--cpus", "0"], mentioning: ["vCPUs"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--cpus", "100000"], mentioning: ["vCPUs"])
+    }
+
+    @Test func virtioOptionsNotYetAvailable() throws {
+        try expectRefusal(["run", "--kernel", tinyKernel, "--rng"], mentioning: ["rng"])
+        try expectRefusal(["--block=/tmp/disk.img", "64", tinyKernel], mentioning: ["block"])
+    }
+
+    @Test func usageErrorsExit64() throws {
+        try expectRefusal([], status: 64, mentioning: [])
+        try expectRefusal(["run"], status: 64, mentioning: ["--kernel"])
+        try expectRefusal(["lots", "/boot/vmlinuz"], status: 64, mentioning: [])
+        try expectRefusal(["run", "--kernel", "k", "--memory", "many"], status: 64, mentioning: ["memory"])
+    }
+}
