@@ -1,0 +1,94 @@
+import Foundation
+import Testing
+import GuestMemory
+@testable import Boot
+
+/// The real thing: Debian 12's cloud kernel, if it is on this machine.
+///
+/// Looked for in `$LGUEST_TEST_KERNEL`, then where the kernel package was unpacked during
+/// design (`/tmp/kpkg/x/boot/`), then in the lab's cache (`~/.cache/lguest-lab/kernel/boot/`).
+/// Without one of them these tests are skipped, not failed: they check our reading of a real
+/// header, which the synthetic images cannot.
+enum DebianKernel {
+    static let path: String? = {
+        let environment = ProcessInfo.processInfo.environment
+        var candidates: [String] = []
+        if let explicit = environment["LGUEST_TEST_KERNEL"] { candidates.append(explicit) }
+        candidates.append("/tmp/kpkg/x/boot/vmlinuz-6.1.0-56-cloud-amd64")
+        let cache = FileManager.default.homeDirectoryForCurrentUser
+            .appendingPathComponent(".cache/lguest-lab/kernel/boot").path
+        if let names = try? FileManager.default.contentsOfDirectory(atPath: cache) {
+            candidates += names.filter { $0.hasPrefix("vmlinuz-") }.sorted().map { cache + "/" + $0 }
+        }
+        return candidates.first { FileManager.default.isReadableFile(atPath: $0) }
+    }()
+
+    /// Whether the kernel found is the exact build whose header values are written down below.
+    static var isKnownBuild: Bool { path?.hasSuffix("vmlinuz-6.1.0-56-cloud-amd64") == true }
+
+    static func image() throws -> [UInt8] {
+        [UInt8](try Data(contentsOf: URL(fileURLWithPath: try #require(path))))
+    }
+}
+
+@Suite(.enabled(if: DebianKernel.path != nil,
+                "no Debian kernel here: set LGUEST_TEST_KERNEL or fetch one into ~/.cache/lguest-lab/kernel/boot/"))
+struct DebianKernelTests {
+    @Test(.enabled(if: DebianKernel.isKnownBuild, "header values below are those of vmlinuz-6.1.0-56-cloud-amd64"))
+    func headerValues() throws {
+        let header = try SetupHeader(image: try DebianKernel.image())
+        #expect(header.version == 0x020F)
+        #expect(header.setupSectors == 39)
+        #expect(header.protectedModeOffset == 0x5000)
+        #expect(header.headerEnd == 0x26C)
+        #expect(header.loadFlags == 0x01)
+        #expect(header.xloadFlags == 0x7F)
+        #expect(header.initSize == 0x337_8000)
+        #expect(header.kernelAlignment == 0x20_0000)
+        #expect(header.relocatable)
+        #expect(header.commandLineSize == 0x7FF)
+        #expect(header.initrdAddressMax == GuestAddress(0x7FFF_FFFF))
+        #expect(header.preferredAddress == 0x100_0000)
+        #expect(header.systemSize == 0xD_8220)
+        #expect(header.runtimeStart == GuestAddress(0x100_0000))
+    }
+
+    @Test func loadsInto256MiB() throws {
+        let image = try DebianKernel.image()
+        let header = try SetupHeader(image: image)
+        let memory = try GuestMemory(size: 256 * mib)
+        let initrd = [UInt8](repeating: 0x42, count: Int(mib) + 123)
+        let entry = try loadKernel(image: image, initrd: initrd,
+                                   commandLine: "console=ttyS0 earlyprintk=serial reboot=k panic=1",
+                                   rsdp: GuestAddress(0xE0000), into: memory)
+        #expect(entry.mode == .long64)
+        #expect(entry.instructionPointer == GuestAddress(0x10_0200))
+
+        // The protected-mode kernel at 1 MiB: check its first and last pages.
+        let offset = header.protectedModeOffset
+        #expect(try memory.readBytes(at: 0x10_0000, count: 4096) == Array(image[offset..<(offset + 4096)]))
+        let last = image.count - 4096
+        #expect(try memory.readBytes(at: GuestAddress(0x10_0000 + UInt64(last - offset)), count: 4096)
+            == Array(image[last...]))
+
+        // The header as the decompressor will read it.
+        #expect(try memory.u32(0x7000 + 0x260) == header.initSize)
+        #expect(try memory.u32(0x7000 + 0x230) == header.kernelAlignment)
+        #expect(try memory.u16(0x7000 + 0x206) == header.version)
+        #expect(try memory.u8(0x7000 + 0x1F1) == header.setupSectorsField)
+        // Initrd at the top of the 256 MiB, page-aligned.
+        #expect(try memory.u32(0x7218) == UInt32((256 * mib - mib - 123) & ~0xFFF))
+        #expect(try memory.u32(0x721C) == UInt32(mib + 123))
+    }
+
+    @Test func refusesTooLittleMemory() throws {
+        let memory = try GuestMemory(size: 64 * mib)
+        let error = bootError {
+            _ = try loadKernel(image: try! DebianKernel.image(), initrd: nil, commandLine: "", rsdp: nil, into: memory)
+        }
+        guard case .kernelDoesNotFit = error else {
+            Issue.record("expected kernelDoesNotFit, got \(String(describing: error))")
+            return
+        }
+    }
+}
