@@ -642,9 +642,10 @@ cmd_shell() {
     fi
     require_qemu
     build_l2 "$work" interactive
-    note "booting the lab (about 10 s), then the guest (tens of seconds); 'poweroff -f' in the guest ends it, Ctrl-A X kills QEMU"
+    note "booting the lab host, then the guest (seconds to tens of seconds); 'poweroff -f' in the guest ends it; Ctrl-] x kills the lab"
     qemu_l2_command "$work/l2.cpio.gz"
-    "${QEMU_COMMAND[@]}"
+    # Ctrl-] rather than Ctrl-A as this QEMU's escape, so that Ctrl-A reaches lguest.
+    "${QEMU_COMMAND[@]}" -echr 0x1d
 }
 
 cmd_guest_initramfs() {

@@ -1,0 +1,257 @@
+// End-to-end tests: the stock Debian kernel booted by lguest, checked from inside the guest.
+//
+// One run of Lab/scenarios/boot.sh serves every test here: lab.sh boots the lab host once (or,
+// on a host with hardware-virtualized /dev/kvm, runs the scenario directly), and the scenario
+// runs lguest four times. Each test reads its own run's markers from the serial log; the guest's
+// /init (Lab/guest/check-init.sh) reports what the guest itself saw in an LGUEST-CHECK line.
+//
+// Environment:
+//   LGUEST_LAB=skip              skip these tests (they run by default)
+//   LGUEST_LAB_MODE=lab|direct   where to run (default: direct with hardware KVM, else the lab)
+//   LGUEST_BINARY=PATH           the VMM to test (default: the lguest built beside these tests)
+//   LGUEST_LAB_RUN_TIMEOUT=S     seconds one guest run may take (default 120)
+import Foundation
+import Testing
+
+@Suite(.enabled(if: LabEnvironment.enabled, "LGUEST_LAB=skip: the lab tests were asked to skip"))
+struct LabTests {
+    static let guestMemoryKiB = 256 * 1024
+
+    @Test("modern form: the guest sees 2 CPUs, about 256 MiB and exactly the command line")
+    func modernForm() async throws {
+        let run = try await BootScenario.run("modern")
+        #expect(run.exitStatus == 0, "lguest run should exit 0 after the guest's poweroff\n\(run.context)")
+        let check = try run.requireCheck()
+        #expect(check.cpus == 2, "--cpus 2\n\(run.context)")
+        expectMemoryNear256MiB(check, run)
+        #expect(check.cmdline == "console=ttyS0 quiet panic=0 lguest.action=poweroff lguest.tag=modern",
+                "the guest's /proc/cmdline must be exactly --cmdline\n\(run.context)")
+    }
+
+    @Test("classic form: lguest --initrd=FILE 256 KERNEL ARGS... boots with 1 CPU")
+    func classicForm() async throws {
+        let run = try await BootScenario.run("classic")
+        #expect(run.exitStatus == 0, "lguest should exit 0 after the guest's poweroff\n\(run.context)")
+        let check = try run.requireCheck()
+        #expect(check.cpus == 1, "the classic form has one vCPU\n\(run.context)")
+        expectMemoryNear256MiB(check, run)
+        #expect(check.cmdline == "console=ttyS0 quiet lguest.action=poweroff lguest.tag=classic",
+                "the guest's /proc/cmdline must be the kernel arguments joined by spaces\n\(run.context)")
+    }
+
+    @Test("a guest reboot ends lguest with status 0")
+    func reboot() async throws {
+        let run = try await BootScenario.run("reboot")
+        let check = try run.requireCheck()
+        #expect(check.cmdline.contains("lguest.tag=reboot"), "\(run.context)")
+        #expect(run.exitStatus == 0, "lguest should exit 0 when the guest reboots\n\(run.context)")
+    }
+
+    @Test("a guest panic (reported through pvpanic) ends lguest with status 1 and says so")
+    func panic() async throws {
+        let run = try await BootScenario.run("panic")
+        _ = try run.requireCheck()
+        #expect(run.exitStatus == 1, "lguest should exit 1 when the guest panics\n\(run.context)")
+        #expect(run.stderrLastLine.lowercased().contains("panic"),
+                "lguest's last line on stderr should mention the panic\n\(run.context)")
+    }
+
+    private func expectMemoryNear256MiB(_ check: GuestCheck, _ run: GuestRun) {
+        let low = Self.guestMemoryKiB * 8 / 10
+        #expect((low...Self.guestMemoryKiB).contains(check.memTotalKiB),
+                "MemTotal \(check.memTotalKiB) kB should be 80–100% of 256 MiB\n\(run.context)")
+    }
+}
+
+// MARK: - Where the lab runs and what it tests
+
+enum LabEnvironment {
+    static let environment = ProcessInfo.processInfo.environment
+
+    static var enabled: Bool { environment["LGUEST_LAB"] != "skip" }
+
+    /// The package root: this file is <root>/Tests/LabTests/LabTests.swift.
+    static let packageRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var labScript: URL { packageRoot.appendingPathComponent("Lab/lab.sh") }
+
+    /// The VMM under test: $LGUEST_BINARY, else the lguest that `swift test` built beside the
+    /// test binary (so `-c release` tests the release build), else .build/debug/lguest.
+    static func vmmBinary() -> String {
+        if let path = environment["LGUEST_BINARY"], !path.isEmpty { return path }
+        let testBinary = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        let sibling = testBinary.deletingLastPathComponent().appendingPathComponent("lguest").path
+        if FileManager.default.isExecutableFile(atPath: sibling) { return sibling }
+        return packageRoot.appendingPathComponent(".build/debug/lguest").path
+    }
+
+    /// Hardware-virtualized /dev/kvm: present, not PVM, and the CPU has VMX or SVM.
+    static var hasHardwareKVM: Bool {
+        guard FileManager.default.fileExists(atPath: "/dev/kvm"),
+              !FileManager.default.fileExists(atPath: "/sys/module/kvm_pvm"),
+              let cpuinfo = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)
+        else { return false }
+        return cpuinfo.split(separator: "\n").contains { line in
+            line.hasPrefix("flags") && line.split(separator: " ").contains { $0 == "vmx" || $0 == "svm" }
+        }
+    }
+
+    /// Whether `command` is on PATH.
+    static func onPath(_ command: String) -> Bool {
+        (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").contains {
+            FileManager.default.isExecutableFile(atPath: "\($0)/\(command)")
+        }
+    }
+}
+
+// MARK: - One boot scenario run, shared by every test
+
+/// What the guest's /init reported: `LGUEST-CHECK cpus=N memtotal_kb=N cmdline=...`.
+struct GuestCheck: Sendable, Equatable {
+    var cpus: Int
+    var memTotalKiB: Int
+    var cmdline: String
+
+    init?(line: String) {
+        guard let start = line.range(of: "LGUEST-CHECK ") else { return nil }
+        let rest = line[start.upperBound...]
+        guard let cmdlineStart = rest.range(of: " cmdline=") else { return nil }
+        var fields: [String: String] = [:]
+        for word in rest[..<cmdlineStart.lowerBound].split(separator: " ") {
+            let pair = word.split(separator: "=", maxSplits: 1)
+            if pair.count == 2 { fields[String(pair[0])] = String(pair[1]) }
+        }
+        guard let cpus = fields["cpus"].flatMap({ Int($0) }),
+              let memory = fields["memtotal_kb"].flatMap({ Int($0) }) else { return nil }
+        self.cpus = cpus
+        self.memTotalKiB = memory
+        self.cmdline = String(rest[cmdlineStart.upperBound...])
+    }
+}
+
+/// One lguest run of the scenario, from its markers in the log.
+struct GuestRun: Sendable {
+    var name: String
+    var exitStatus: Int?
+    var check: GuestCheck?
+    var stderrLastLine: String
+    /// The run's part of the log and where the whole log is, for failure messages.
+    var context: String
+
+    func requireCheck() throws -> GuestCheck {
+        try #require(check, "the guest printed no LGUEST-CHECK line: it did not reach /init\n\(context)")
+    }
+}
+
+struct LabFailure: Error, CustomStringConvertible {
+    var description: String
+}
+
+enum BootScenario {
+    /// The scenario's outcome: the log's lines, or why there is no log. Started by the first
+    /// test that asks; the others wait for the same run.
+    private static let outcome = Task<Result<[String], LabFailure>, Never> { await runScenario() }
+
+    /// The run `name` (modern, classic, reboot, panic) of the shared scenario.
+    static func run(_ name: String) async throws -> GuestRun {
+        let lines = try await outcome.value.get()
+        return try parse(name, from: lines)
+    }
+
+    static let logDirectory = LabEnvironment.packageRoot.appendingPathComponent(".build/lab")
+    static var serialLog: URL { logDirectory.appendingPathComponent("boot-serial.log") }
+    static var labOutput: URL { logDirectory.appendingPathComponent("boot-lab.log") }
+
+    static func parse(_ name: String, from lines: [String]) throws -> GuestRun {
+        guard let begin = lines.firstIndex(where: { $0.contains("LAB-BEGIN \(name) ") }) else {
+            throw LabFailure(description: "the scenario never started run \(name): see \(labOutput.path) and \(serialLog.path)")
+        }
+        let end = lines[begin...].firstIndex(where: { $0.contains("LAB-END \(name) ") }) ?? lines.count - 1
+        let segment = Array(lines[begin...end])
+        func value(after marker: String) -> String? {
+            segment.lazy.compactMap { line -> String? in
+                guard let r = line.range(of: marker) else { return nil }
+                return String(line[r.upperBound...])
+            }.first
+        }
+        let shown = segment.suffix(60).joined(separator: "\n")
+        return GuestRun(
+            name: name,
+            exitStatus: value(after: "LAB-RESULT \(name) exit=").flatMap { Int($0.trimmingCharacters(in: .whitespaces)) },
+            check: segment.lazy.compactMap(GuestCheck.init(line:)).first,
+            stderrLastLine: value(after: "LAB-STDERR \(name) ") ?? "",
+            context: "--- run \(name) (whole log: \(serialLog.path)) ---\n\(shown)\n---")
+    }
+
+    private static func runScenario() async -> Result<[String], LabFailure> {
+        let env = LabEnvironment.self
+        let vmm = env.vmmBinary()
+        guard FileManager.default.isExecutableFile(atPath: vmm) else {
+            return .failure(LabFailure(description: "no lguest binary at \(vmm): run `swift build` (or set LGUEST_BINARY)"))
+        }
+        let mode: String
+        switch env.environment["LGUEST_LAB_MODE"] ?? "auto" {
+        case "lab": mode = "run"
+        case "direct": mode = "direct"
+        default: mode = env.hasHardwareKVM ? "direct" : "run"
+        }
+        if mode == "run" && !env.onPath("qemu-system-x86_64") {
+            return .failure(LabFailure(description: "qemu-system-x86_64 not found, so the lab cannot run: run Lab/lab.sh setup (or set LGUEST_LAB=skip)"))
+        }
+        let runTimeout = env.environment["LGUEST_LAB_RUN_TIMEOUT"] ?? "120"
+        var arguments = [env.labScript.path, mode,
+                         "--vmm", vmm,
+                         "--scenario", env.packageRoot.appendingPathComponent("Lab/scenarios/boot.sh").path,
+                         "--guest-init", env.packageRoot.appendingPathComponent("Lab/guest/check-init.sh").path,
+                         "--env", "LAB_RUN_TIMEOUT=\(runTimeout)",
+                         "--log", serialLog.path]
+        if mode == "run" { arguments += ["--timeout", String(4 * (Int(runTimeout) ?? 120) + 300)] }
+
+        do {
+            try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
+            try? FileManager.default.removeItem(at: serialLog)
+            FileManager.default.createFile(atPath: labOutput.path, contents: nil)
+            let output = try FileHandle(forWritingTo: labOutput)
+            defer { try? output.close() }
+            note("running Lab/lab.sh \(mode) with \(vmm) (output: \(labOutput.path))")
+            let started = Date()
+            let status = try await run("/bin/bash", arguments, output: output)
+            note("Lab/lab.sh \(mode) exited \(status) after \(Int(Date().timeIntervalSince(started))) s")
+            let log = (try? String(contentsOf: serialLog, encoding: .utf8)) ?? ""
+            let lines = log.replacingOccurrences(of: "\r", with: "").components(separatedBy: "\n")
+            if !lines.contains(where: { $0.contains("LAB-BEGIN ") }) {
+                let labLines = ((try? String(contentsOf: labOutput, encoding: .utf8)) ?? "")
+                    .split(separator: "\n").filter { $0.hasPrefix("lab.sh:") }.suffix(5)
+                return .failure(LabFailure(description: "the lab did not run the scenario (lab.sh exit \(status)):\n"
+                                           + labLines.joined(separator: "\n") + "\nsee \(labOutput.path)"))
+            }
+            return .success(lines)
+        } catch {
+            return .failure(LabFailure(description: "cannot run Lab/lab.sh: \(error)"))
+        }
+    }
+
+    /// Runs a process with stdin from /dev/null and stdout and stderr to `output`; its status.
+    private static func run(_ executable: String, _ arguments: [String], output: FileHandle) async throws -> Int32 {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = output
+        process.standardError = output
+        return try await withCheckedThrowingContinuation { continuation in
+            process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+            do {
+                try process.run()
+            } catch {
+                process.terminationHandler = nil
+                continuation.resume(throwing: error)
+            }
+        }
+    }
+
+    private static func note(_ message: String) {
+        FileHandle.standardError.write(Data("LabTests: \(message)\n".utf8))
+    }
+}
