@@ -39,7 +39,7 @@ private func load(bzImage header: SetupHeader, image: [UInt8], initrd: [UInt8]?,
 
     // The protected-mode kernel sits at 1 MiB, then decompresses itself to its runtime address
     // (16 MiB for a default kernel) and needs init_size bytes there. All of it must be RAM.
-    let kernelSize = UInt64(header.protectedModeSize(in: image))
+    let kernelSize = UInt64(header.kernelSize)
     let runtimeStart = header.runtimeStart
     let ramEnd = memory.region(containing: Layout.kernelLoad)?.end ?? Layout.kernelLoad
     let neededEnd: GuestAddress? = {

@@ -54,6 +54,8 @@ public struct SetupHeader: Equatable, Sendable {
     public let preferredAddress: UInt64
     /// init_size: bytes the kernel needs from its runtime address until it has parsed the memory map.
     public let initSize: UInt32
+    /// Bytes of protected-mode kernel in the file: everything after the setup sectors.
+    public let kernelSize: Int
 
     /// Number of 512-byte setup sectors after the boot sector (setup_sects, with 0 read as 4).
     public var setupSectors: Int { setupSectorsField == 0 ? 4 : Int(setupSectorsField) }
@@ -107,10 +109,12 @@ public struct SetupHeader: Equatable, Sendable {
         guard xloadFlags & 0x01 != 0 else { throw .no64BitEntry }
 
         // The setup sectors and then the protected-mode kernel, all of it.
+        let setupSectors = setupSectorsField == 0 ? 4 : Int(setupSectorsField)
+        let protectedModeOffset = (setupSectors + 1) * 512
         guard protectedModeOffset < image.count else {
             throw .truncatedSetup(setupSectors: setupSectors, fileSize: image.count)
         }
-        let kernelSize = image.count - protectedModeOffset
+        kernelSize = image.count - protectedModeOffset
         let promised = UInt64(systemSize) * 16
         guard UInt64(kernelSize) >= promised else { throw .truncatedKernel(expected: promised, actual: kernelSize) }
         guard UInt64(kernelSize) > Layout.kernel64EntryOffset else { throw .kernelTooSmall(size: kernelSize) }
@@ -120,13 +124,10 @@ public struct SetupHeader: Equatable, Sendable {
         }
     }
 
-    /// Size of the protected-mode kernel in `image` (the file minus the setup).
-    func protectedModeSize(in image: [UInt8]) -> Int { image.count - protectedModeOffset }
-
     /// Where the kernel will run: a relocatable kernel's `startup_64` (head_64.S) aligns its load
     /// address up to kernel_alignment and never goes below LOAD_PHYSICAL_ADDR (pref_address);
     /// a fixed one runs at LOAD_PHYSICAL_ADDR. A header without pref_address means 16 MiB.
-    var runtimeStart: GuestAddress {
+    public var runtimeStart: GuestAddress {
         let loadPhysical = preferredAddress != 0 ? GuestAddress(preferredAddress) : Layout.defaultKernelRuntimeAddress
         guard relocatable else { return loadPhysical }
         // kernel_alignment is a power of two and at most 2^31, so this cannot overflow.

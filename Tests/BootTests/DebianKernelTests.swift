@@ -3,24 +3,29 @@ import Testing
 import GuestMemory
 @testable import Boot
 
-/// The real thing: Debian 12's cloud kernel, if it is on this machine.
+/// The real thing: a Debian cloud kernel, if there is one on this machine.
 ///
 /// Looked for in `$LGUEST_TEST_KERNEL`, then where the kernel package was unpacked during
-/// design (`/tmp/kpkg/x/boot/`), then in the lab's cache (`~/.cache/lguest-lab/kernel/boot/`).
-/// Without one of them these tests are skipped, not failed: they check our reading of a real
-/// header, which the synthetic images cannot.
+/// design (`/tmp/kpkg/x/boot/`), then in the lab's cache (`Lab/lab.sh setup` puts it in
+/// `$LGUEST_LAB_CACHE`, by default `~/.cache/lguest-lab`, as `kernel/<version>/boot/vmlinuz-*`).
+/// Without one these tests are skipped, not failed: they check our reading of a real header,
+/// which the synthetic images cannot.
 enum DebianKernel {
     static let path: String? = {
         let environment = ProcessInfo.processInfo.environment
+        let files = FileManager.default
         var candidates: [String] = []
         if let explicit = environment["LGUEST_TEST_KERNEL"] { candidates.append(explicit) }
         candidates.append("/tmp/kpkg/x/boot/vmlinuz-6.1.0-56-cloud-amd64")
-        let cache = FileManager.default.homeDirectoryForCurrentUser
-            .appendingPathComponent(".cache/lguest-lab/kernel/boot").path
-        if let names = try? FileManager.default.contentsOfDirectory(atPath: cache) {
-            candidates += names.filter { $0.hasPrefix("vmlinuz-") }.sorted().map { cache + "/" + $0 }
+        let cache = environment["LGUEST_LAB_CACHE"]
+            ?? files.homeDirectoryForCurrentUser.appendingPathComponent(".cache/lguest-lab").path
+        let versions = (try? files.contentsOfDirectory(atPath: cache + "/kernel")) ?? []
+        for directory in ["boot"] + versions.sorted().map({ $0 + "/boot" }) {
+            let boot = cache + "/kernel/" + directory
+            let names = (try? files.contentsOfDirectory(atPath: boot)) ?? []
+            candidates += names.filter { $0.hasPrefix("vmlinuz-") }.sorted().map { boot + "/" + $0 }
         }
-        return candidates.first { FileManager.default.isReadableFile(atPath: $0) }
+        return candidates.first { files.isReadableFile(atPath: $0) }
     }()
 
     /// Whether the kernel found is the exact build whose header values are written down below.
@@ -32,7 +37,7 @@ enum DebianKernel {
 }
 
 @Suite(.enabled(if: DebianKernel.path != nil,
-                "no Debian kernel here: set LGUEST_TEST_KERNEL or fetch one into ~/.cache/lguest-lab/kernel/boot/"))
+                "no Debian kernel here: set LGUEST_TEST_KERNEL or run Lab/lab.sh setup"))
 struct DebianKernelTests {
     @Test(.enabled(if: DebianKernel.isKnownBuild, "header values below are those of vmlinuz-6.1.0-56-cloud-amd64"))
     func headerValues() throws {
@@ -84,7 +89,7 @@ struct DebianKernelTests {
     @Test func refusesTooLittleMemory() throws {
         let memory = try GuestMemory(size: 64 * mib)
         let error = bootError {
-            _ = try loadKernel(image: try! DebianKernel.image(), initrd: nil, commandLine: "", rsdp: nil, into: memory)
+            _ = try loadKernel(image: try DebianKernel.image(), initrd: nil, commandLine: "", rsdp: nil, into: memory)
         }
         guard case .kernelDoesNotFit = error else {
             Issue.record("expected kernelDoesNotFit, got \(String(describing: error))")
