@@ -276,8 +276,9 @@ add_busybox() { # STAGE
 
 # Packs STAGE into a newc cpio, gzip -1, at OUT.
 pack() { # STAGE OUT
-    (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$2.tmp"
-    mv "$2.tmp" "$2"
+    # Written aside and renamed: a concurrent lab run never sees half an image.
+    (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -1 >"$2.$$.tmp"
+    mv "$2.$$.tmp" "$2"
 }
 
 # Copies a dynamically linked PROGRAM's libraries into STAGE at their own paths, and appends the
