@@ -20,8 +20,9 @@ public struct AcpiTables: Sendable {
     /// The first byte after the last table.
     public let end: GuestAddress
 
-    /// Each table starts on this boundary. ACPI asks for 8 (4 on old 32-bit platforms); the
-    /// RSDP needs 16, and using 16 throughout makes hex dumps line up.
+    /// Each table starts on this boundary. The RSDP needs 16 (a guest searching for it steps
+    /// through memory 16 bytes at a time); the others only want their 64-bit fields aligned,
+    /// and using 16 throughout makes hex dumps line up.
     static let alignment: UInt64 = 16
 
     /// Lays out the tables for `config` starting at `base`, all of them ending by `limit`.

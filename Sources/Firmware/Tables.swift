@@ -131,10 +131,11 @@ enum MultipleAPICDescriptionTable {
     static func bytes(_ config: AcpiConfiguration) -> [UInt8] {
         var body: [UInt8] = []
         body.appendLittleEndian(UInt32(PlatformAddresses.localAPIC.rawValue))
-        // Flags: PCAT_COMPAT (bit 0, "a dual 8259 PIC is present") stays clear. KVM does
-        // emulate the PICs, but on a hardware-reduced platform Linux never uses them
-        // (`legacy_pic` becomes the null PIC) and routes every interrupt through the IOAPIC;
-        // telling the guest there is a PIC to mask would only invite it to poke at it.
+        // Flags: PCAT_COMPAT (bit 0, "dual 8259 PICs are present and must be masked before
+        // using the APICs") stays clear, as in Firecracker. KVM does emulate the PICs, but on a
+        // hardware-reduced platform Linux never drives them (`legacy_pic` becomes the null PIC)
+        // and takes every interrupt through the IOAPIC, so as far as the guest is concerned
+        // there are none.
         body.appendLittleEndian(UInt32(0))
 
         // One Processor Local APIC entry per vCPU, boot CPU first: ACPI processor UID and
