@@ -34,6 +34,35 @@ enum DebianKernel {
     static func image() throws -> [UInt8] {
         [UInt8](try Data(contentsOf: URL(fileURLWithPath: try #require(path))))
     }
+
+    static let lz4 = ["/usr/bin/lz4", "/bin/lz4"].first { FileManager.default.isExecutableFile(atPath: $0) }
+
+    /// The ELF vmlinux inside the bzImage: its payload (at payload_offset into the
+    /// protected-mode part, payload_length bytes) is LZ4 for this build; `lz4 -d` unpacks it
+    /// once the kernel's trailer (the unpacked size, 4 bytes) is cut off.
+    static func vmlinux() throws -> [UInt8] {
+        let image = try image()
+        let header = try SetupHeader(image: image)
+        func u32(_ offset: Int) -> Int { (0..<4).reduce(0) { $0 | Int(image[offset + $1]) << (8 * $1) } }
+        let start = header.protectedModeOffset + u32(0x248)
+        let payload = Data(image[start..<(start + u32(0x24C) - 4)])
+        try #require(payload.starts(with: [0x02, 0x21, 0x4C, 0x18]), "payload is not LZ4")
+
+        let input = FileManager.default.temporaryDirectory.appendingPathComponent("lguest-boot-test-\(getpid()).lz4")
+        try payload.write(to: input)
+        defer { try? FileManager.default.removeItem(at: input) }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: try #require(lz4))
+        process.arguments = ["-d", "-c", input.path]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        try #require(process.terminationStatus == 0)
+        return [UInt8](data)
+    }
 }
 
 @Suite(.enabled(if: DebianKernel.path != nil,
@@ -84,6 +113,22 @@ struct DebianKernelTests {
         // Initrd at the top of the 256 MiB, page-aligned.
         #expect(try memory.u32(0x7218) == UInt32((256 * mib - mib - 123) & ~0xFFF))
         #expect(try memory.u32(0x721C) == UInt32(mib + 123))
+    }
+
+    @Test(.enabled(if: DebianKernel.isKnownBuild && DebianKernel.lz4 != nil, "needs lz4 to unpack the vmlinux"))
+    func itsVmlinuxTakesThePVHEntry() throws {
+        let vmlinux = try DebianKernel.vmlinux()
+        let memory = try GuestMemory(size: 256 * mib)
+        let entry = try loadKernel(image: vmlinux, initrd: [1, 2, 3], commandLine: "console=ttyS0",
+                                   rsdp: GuestAddress(0xE0000), into: memory)
+        #expect(entry.mode == .protected32)
+        #expect(entry.instructionPointer == GuestAddress(0x100_0850))
+        #expect(entry.bootInfoAddress == GuestAddress(0x6000))
+        #expect(try memory.u32(0x6000) == 0x336E_C578)
+        // The first PT_LOAD (file offset 0x200000) is at 16 MiB.
+        #expect(try memory.readBytes(at: 0x100_0000, count: 4096) == Array(vmlinux[0x20_0000..<0x20_1000]))
+        // The initrd is above the kernel's last segment (0x304e000 + 0xdb2000).
+        #expect(try memory.u64(0x6040) >= 0x3E0_0000)
     }
 
     @Test func refusesTooLittleMemory() throws {
