@@ -45,9 +45,6 @@ public enum AML {
 
     // MARK: - PkgLength
 
-    /// The largest length a PkgLength can express: 28 bits (4 nibbles + 3 bytes).
-    public static let maximumPackageLength = (1 << 28) - 1
-
     /// The PkgLength encoding for an object whose contents after the PkgLength are
     /// `bodyCount` bytes long.
     ///
@@ -71,7 +68,8 @@ public enum AML {
             }
             return encoded
         }
-        // 256 MiB of AML: the firmware area is 128 KiB, so this is a bug in the VMM.
+        // A PkgLength holds 28 bits (a nibble in the lead byte, three follow bytes): 256 MiB
+        // of AML. The firmware area is 128 KiB, so getting here is a bug in the VMM.
         preconditionFailure("AML object of \(bodyCount) bytes is too large for a PkgLength")
     }
 
