@@ -191,8 +191,7 @@ public struct Queue: Sendable {
             // Empty: with EVENT_IDX, ask for a kick when the driver publishes entry
             // `nextAvail`, then look once more in case it already did.
             do { try memory.write(nextAvail, at: availEventAddress) } catch { throw breakQueue(.ringAccess(error)) }
-            // Full barrier: our avail_event store must be visible before we re-load avail.idx,
-            // or the driver could skip the kick while we miss its new entry.
+            // Full fence: orders the avail_event store above before the avail.idx re-load below.
             GuestMemory.fullBarrier()
             published = try loadAvailIndex()
             if published == nextAvail { return nil }
@@ -233,8 +232,7 @@ public struct Queue: Sendable {
     /// Acquire-loads `avail.idx`.
     private mutating func loadAvailIndex() throws(VirtqueueError) -> UInt16 {
         do {
-            // Acquire: the ring entries and descriptors we read after this load are at least
-            // as new as the index that published them.
+            // Acquire: orders this avail.idx load before our reads of ring entries and descriptors.
             return try memory.loadAcquire16(at: availIndexAddress)
         } catch {
             throw breakQueue(.ringAccess(error))
@@ -256,8 +254,9 @@ public struct Queue: Sendable {
         do {
             try memory.write(UInt32(head), at: slot)
             try memory.write(length, at: slot + 4)
-            // Journey 5.2: release-store the new used.idx. The element above, and every byte
-            // the device wrote into the chain's buffers, become visible to the driver first.
+            // Journey 5.2: publish. The device's writes into the chain's buffers and the element
+            // above must reach the driver before the index that announces them.
+            // Release: orders the buffer and used-element writes before this used.idx store.
             try memory.storeRelease16(nextUsed &+ 1, at: usedIndexAddress)
         } catch {
             throw breakQueue(.ringAccess(error))
@@ -283,9 +282,9 @@ public struct Queue: Sendable {
         usedAtLastCheck = new
         addedSinceCheck = 0
 
-        // Full barrier: our used.idx store must be visible before we load avail.flags or
-        // used_event; otherwise the driver could go to sleep on a stale used.idx while we
-        // read a stale "don't interrupt me".
+        // (Without the fence below, the driver could sleep on a stale used.idx while we read a
+        // stale "don't interrupt me", and nobody would wake it.)
+        // Full fence: orders our used.idx store before the avail.flags / used_event load below.
         GuestMemory.fullBarrier()
         let notify: Bool
         if eventIndex {
@@ -348,8 +347,7 @@ public struct Queue: Sendable {
             _ = breakQueue(.ringAccess(error))
             return false
         }
-        // Full barrier: the used.flags / avail_event store above must be visible before we
-        // re-load avail.idx, or a buffer added in between is seen by neither side.
+        // Full fence: orders the used.flags / avail_event store above before the avail.idx re-load.
         GuestMemory.fullBarrier()
         guard let published = try? loadAvailIndex() else { return false }
         return published != nextAvail

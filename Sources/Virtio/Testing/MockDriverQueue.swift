@@ -11,6 +11,8 @@ public enum MockDriverError: Error, Equatable, Sendable {
     case featuresRejected(UInt64)
     /// QueueReady read back 0 (the queue is absent, or its configuration was refused).
     case queueRefused(UInt32)
+    /// A mock queue's base address is not page-aligned or too high for a legacy layout.
+    case invalidBase(GuestAddress)
 }
 
 /// A descriptor exactly as a driver would write it, valid or not.
@@ -91,8 +93,10 @@ public final class MockDriverQueue {
     /// ring on the next page — followed by `dataAreaSize` bytes of buffer space.
     public convenience init(memory: GuestMemory, size: UInt16, base: GuestAddress,
                             dataAreaSize: UInt64 = 0x10000) throws(MockDriverError) {
-        let layout = QueueLayout.legacy(pfn: UInt32(base.rawValue >> 12), queueSize: size)!
-        let data = (layout.deviceArea + QueueLayout.deviceAreaSize(queueSize: size)).alignedUp(to: 4096)!
+        guard base.isAligned(to: 4096), base.rawValue >> 12 <= UInt64(UInt32.max),
+              let layout = QueueLayout.legacy(pfn: UInt32(base.rawValue >> 12), queueSize: size),
+              let data = layout.deviceArea.adding(QueueLayout.deviceAreaSize(queueSize: size))?.alignedUp(to: 4096)
+        else { throw .invalidBase(base) }
         try self.init(memory: memory, size: size, layout: layout, dataArea: data, dataAreaSize: dataAreaSize)
     }
 
