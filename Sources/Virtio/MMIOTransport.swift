@@ -73,7 +73,9 @@ public final class MMIOTransport: Sendable {
     public static let defaultVendorID: UInt32 = 0x5453_474C
     /// Device configuration space starts here.
     public static let configOffset: UInt64 = 0x100
-    /// The size of the MMIO window to reserve per device (registers + up to 256 config bytes).
+    /// The smallest MMIO window a device needs (registers + up to 256 config bytes). A larger
+    /// window (Firmware reserves a page, like Firecracker) is fine: accesses past the device's
+    /// config space read as zeros and are ignored.
     public static let windowSize: UInt64 = 0x200
 
     public let device: any VirtioDevice
