@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "Launcher", dependencies: ["KVM", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "CKVM"]),
         // The command-line tool.
         .executableTarget(name: "lguest", dependencies: [
-            "Launcher",
+            "Launcher", "Devices",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

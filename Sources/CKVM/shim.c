@@ -8,7 +8,7 @@
 
 int lg_ioctl(int fd, unsigned long request) {
     int r;
-    do { r = ioctl(fd, request); } while (r < 0 && errno == EINTR && request != KVM_RUN);
+    do { r = ioctl(fd, request, 0UL); } while (r < 0 && errno == EINTR && request != KVM_RUN);
     return r < 0 ? -errno : r;
 }
 

@@ -13,12 +13,15 @@ public final class VCPU: @unchecked Sendable {
     // @unchecked: a VCPU is used from the thread that created it; the only cross-thread access
     // is `requestExit`, a single byte store KVM reads on entry.
     public let id: Int
+    /// The VM this vCPU belongs to, kept alive (with its memory) while the vCPU exists.
+    public let vm: VirtualMachine
     public let descriptor: OwnedDescriptor
     private let runPage: UnsafeMutablePointer<kvm_run>
     private let runSize: Int
 
-    init(id: Int, descriptor: OwnedDescriptor, run page: UnsafeMutableRawPointer, runSize: Int) {
+    init(id: Int, vm: VirtualMachine, descriptor: OwnedDescriptor, run page: UnsafeMutableRawPointer, runSize: Int) {
         self.id = id
+        self.vm = vm
         self.descriptor = descriptor
         // Safe: the page is KVM's `kvm_run` mapping, at least sizeof(kvm_run) long.
         self.runPage = page.bindMemory(to: kvm_run.self, capacity: 1)

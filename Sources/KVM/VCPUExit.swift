@@ -85,7 +85,7 @@ public struct MMIOAccess {
         length = Int(min(run.pointee.mmio.len, 8))
         isWrite = run.pointee.mmio.is_write != 0
         // Safe: mmio.data is an 8-byte array inside the kvm_run page, which outlives this access.
-        let base = UnsafeMutableRawPointer(run).advanced(by: MemoryLayout<kvm_run>.offset(of: \kvm_run.mmio.data)!)
+        let base = UnsafeMutableRawPointer(run) + LG_KVM_RUN_MMIO_DATA_OFFSET
         data = UnsafeMutableRawBufferPointer(start: base, count: length)
     }
 }

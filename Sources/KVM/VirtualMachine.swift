@@ -1,5 +1,6 @@
 import CKVM
 import GuestMemory
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,6 +12,9 @@ import Glibc
 public final class VirtualMachine: Sendable {
     public let system: KVMSystem
     public let descriptor: OwnedDescriptor
+    /// Memory registered with KVM stays mapped for as long as the VM exists: KVM holds its host
+    /// address, and a vCPU touching unmapped memory would see a triple fault, not an error.
+    private let mapped = Mutex<[GuestMemory]>([])
 
     init(system: KVMSystem, descriptor: OwnedDescriptor) {
         self.system = system
@@ -21,6 +25,7 @@ public final class VirtualMachine: Sendable {
 
     /// KVM_SET_USER_MEMORY_REGION, one slot per region of guest memory.
     public func map(_ memory: GuestMemory) throws(SystemCallError) {
+        mapped.withLock { $0.append(memory) }
         for (slot, region) in memory.regions.enumerated() {
             var spec = kvm_userspace_memory_region(
                 slot: UInt32(slot), flags: 0, guest_phys_addr: region.start.rawValue,
@@ -83,6 +88,6 @@ public final class VirtualMachine: Sendable {
         let descriptor = OwnedDescriptor(adopting: vcpuFD)
         let page = mmap(nil, mapSize, PROT_READ | PROT_WRITE, MAP_SHARED, vcpuFD, 0)
         guard let page, page != MAP_FAILED else { throw .call(SystemCallError("mmap(kvm_run)", errno: errno)) }
-        return VCPU(id: id, descriptor: descriptor, run: page, runSize: mapSize)
+        return VCPU(id: id, vm: self, descriptor: descriptor, run: page, runSize: mapSize)
     }
 }

@@ -18,14 +18,20 @@ final class EventLoop: Sendable {
 
     /// Calls `handler` on the I/O thread whenever `fd` is readable (level-triggered: the handler
     /// must drain what it can, or it is called again).
-    func watch(_ fd: CInt, _ handler: @escaping @Sendable () -> Void) throws(LaunchError) {
+    /// Returns false if `fd` cannot be watched because it is always ready (a regular file or
+    /// /dev/null: epoll refuses those with EPERM).
+    @discardableResult
+    func watch(_ fd: CInt, _ handler: @escaping @Sendable () -> Void) throws(LaunchError) -> Bool {
         handlers.withLock { $0[fd] = handler }
         var event = epoll_event()
         event.events = EPOLLIN.rawValue
         event.data.fd = fd
         guard epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) == 0 else {
+            handlers.withLock { $0[fd] = nil }
+            if errno == EPERM { return false }
             throw .setup("epoll_ctl(\(fd)): \(String(cString: strerror(errno)))")
         }
+        return true
     }
 
     /// Stops watching `fd` (for example a terminal that reached end of file).

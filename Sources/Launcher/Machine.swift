@@ -136,12 +136,13 @@ public final class Machine: Sendable {
         return power.waitForStop()
     }
 
-    /// Keys typed on the host go to COM1, through the escape filter.
+    /// Keys typed on the host go to COM1, through the escape filter. Standard input that is a
+    /// regular file or /dev/null is not a console: the guest gets no input.
     private func watchConsoleInput() throws(LaunchError) {
         let serial = self.serial, power = self.power, events = self.events
         let filter = Mutex(EscapeFilter())
         let isTerminal = Terminal.inputIsTerminal
-        try events.watch(0) {
+        _ = try events.watch(0) {
             var buffer = [UInt8](repeating: 0, count: 4096)
             let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
             if n <= 0 {

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Devices
 import Launcher
 #if canImport(Glibc)
 import Glibc

@@ -53,6 +53,24 @@ struct KVMSmokeTests {
         #expect(mine.entry(function: 1).map { $0.ecx & (1 << 31) != 0 } == true)
     }
 
+    struct UnexpectedExit: Error, CustomStringConvertible {
+        let expected: String, got: String
+        init(expected: String, got: VCPUExit) { self.expected = expected; self.got = "\(got)" }
+        var description: String { "expected \(expected), got \(got)" }
+    }
+
+    func nextPortIO(_ vcpu: VCPU) throws -> PortAccess {
+        let exit = try nextExit(vcpu)
+        guard case let .portIO(access) = exit else { throw UnexpectedExit(expected: "port I/O", got: exit) }
+        return access
+    }
+
+    func nextMMIO(_ vcpu: VCPU) throws -> MMIOAccess {
+        let exit = try nextExit(vcpu)
+        guard case let .mmio(access) = exit else { throw UnexpectedExit(expected: "MMIO", got: exit) }
+        return access
+    }
+
     @Test func portIOBothWays() throws {
         let code = TinyGuest.print("Hi")
             + TinyGuest.movDX(0x1234) + TinyGuest.inEAXDX   // eax = what we answer
@@ -61,15 +79,15 @@ struct KVMSmokeTests {
         let (_, vcpu, _) = try boot(code)
         var printed: [UInt8] = []
         for _ in 0..<2 {
-            guard case let .portIO(io) = try nextExit(vcpu) else { Issue.record("expected port I/O"); return }
+            let io = try nextPortIO(vcpu)
             #expect(io.port == 0x3F8 && io.isWrite && io.size == 1)
             printed += io.data
         }
         #expect(String(decoding: printed, as: UTF8.self) == "Hi")
-        guard case let .portIO(input) = try nextExit(vcpu) else { Issue.record("expected IN"); return }
+        let input = try nextPortIO(vcpu)
         #expect(input.port == 0x1234 && !input.isWrite && input.size == 4)
         input.data.storeBytes(of: UInt32(0xCAFE_BABE).littleEndian, as: UInt32.self)
-        guard case let .portIO(echo) = try nextExit(vcpu) else { Issue.record("expected OUT"); return }
+        let echo = try nextPortIO(vcpu)
         #expect(echo.port == 0x1235 && echo.isWrite)
         #expect(echo.data.loadUnaligned(as: UInt32.self) == 0xCAFE_BABE)
     }
@@ -79,19 +97,26 @@ struct KVMSmokeTests {
         let code = TinyGuest.movEBX(window) + TinyGuest.movEAX(0x1122_3344) + TinyGuest.storeEAXAtRBX
             + TinyGuest.loadEAXFromRBXPlus8 + TinyGuest.movDX(0x1235) + TinyGuest.outDXEAX + TinyGuest.spin
         let (_, vcpu, _) = try boot(code)
-        guard case let .mmio(store) = try nextExit(vcpu) else { Issue.record("expected an MMIO store"); return }
+        let store = try nextMMIO(vcpu)
         #expect(store.address == UInt64(window) && store.isWrite && store.length == 4)
         #expect(store.data.loadUnaligned(as: UInt32.self) == 0x1122_3344)
-        guard case let .mmio(load) = try nextExit(vcpu) else { Issue.record("expected an MMIO load"); return }
+        let load = try nextMMIO(vcpu)
         #expect(load.address == UInt64(window) + 8 && !load.isWrite && load.length == 4)
         load.data.storeBytes(of: UInt32(0x5566_7788).littleEndian, as: UInt32.self)
-        guard case let .portIO(echo) = try nextExit(vcpu) else { Issue.record("expected OUT"); return }
+        let echo = try nextPortIO(vcpu)
         #expect(echo.data.loadUnaligned(as: UInt32.self) == 0x5566_7788)
     }
 
     @Test func haltExitsWithoutAnInKernelAPIC() throws {
         let (_, vcpu, _) = try boot(TinyGuest.hlt + TinyGuest.spin, irqchip: false)
-        guard case .halt = try nextExit(vcpu) else { Issue.record("expected HLT"); return }
+        let exit = try nextExit(vcpu)
+        guard case .halt = exit else { throw UnexpectedExit(expected: "HLT", got: exit) }
+    }
+
+    @Test func tripleFaultIsAShutdownExit() throws {
+        let (_, vcpu, _) = try boot(TinyGuest.ud2 + TinyGuest.spin)
+        let exit = try nextExit(vcpu)
+        guard case .shutdown = exit else { throw UnexpectedExit(expected: "shutdown", got: exit) }
     }
 
     @Test func immediateExitInterruptsRun() throws {

@@ -31,13 +31,13 @@ enum Tool {
         try process.run()
         let deadline = Date().addingTimeInterval(timeout)
         // Read both pipes while waiting, so a chatty guest cannot block on a full pipe.
-        let outData = Mutex(Data()), errData = Mutex(Data())
+        final class Collected: @unchecked Sendable { var data = Data() } // written once, read after group.wait()
+        let outData = Collected(), errData = Collected()
         let group = DispatchGroup()
         for (pipe, sink) in [(out, outData), (err, errData)] {
             group.enter()
             DispatchQueue.global().async {
-                let data = pipe.fileHandleForReading.readDataToEndOfFile()
-                sink.withLock { $0 = data }
+                sink.data = pipe.fileHandleForReading.readDataToEndOfFile()
                 group.leave()
             }
         }
@@ -49,8 +49,8 @@ enum Tool {
         process.waitUntilExit()
         group.wait()
         return Result(status: process.terminationStatus,
-                      stdout: String(decoding: outData.withLock { $0 }, as: UTF8.self),
-                      stderr: String(decoding: errData.withLock { $0 }, as: UTF8.self))
+                      stdout: String(decoding: outData.data, as: UTF8.self),
+                      stderr: String(decoding: errData.data, as: UTF8.self))
     }
 
     /// Writes `bytes` to a new temporary file and returns its path.
@@ -62,8 +62,6 @@ enum Tool {
         return url.path
     }
 }
-
-import Synchronization
 
 let kvmUsable = access("/dev/kvm", R_OK | W_OK) == 0
 

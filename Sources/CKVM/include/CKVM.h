@@ -59,6 +59,10 @@ static const uint32_t LG_KVM_IOEVENTFD_FLAG_DATAMATCH = KVM_IOEVENTFD_FLAG_DATAM
 static const uint32_t LG_KVM_IOEVENTFD_FLAG_PIO = KVM_IOEVENTFD_FLAG_PIO;
 static const uint32_t LG_KVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSIGN;
 
+// Where the MMIO exit's data bytes sit in `kvm_run` (inside an anonymous union, which Swift's
+// MemoryLayout.offset(of:) cannot see through).
+static const size_t LG_KVM_RUN_MMIO_DATA_OFFSET = offsetof(struct kvm_run, mmio.data);
+
 // TAP (linux/if_tun.h): _IOW macros again.
 static const unsigned long LG_TUNSETIFF = TUNSETIFF;
 static const unsigned long LG_TUNSETOFFLOAD = TUNSETOFFLOAD;
