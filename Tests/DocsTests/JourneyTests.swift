@@ -54,7 +54,7 @@ import Testing
 
             """
         for stop in stops {
-            text += "## \(stop.number). `\(stop.file)`\n\n\(stop.text)\n\n"
+            text += "## \(stop.number). `\(stop.file)`\n\n\(stop.text.prefix(1).uppercased() + stop.text.dropFirst())\n\n"
         }
         return text
     }
