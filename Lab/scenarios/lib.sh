@@ -42,6 +42,8 @@ lab_run() {
     if [ "$LAB_STATUS" -ne 0 ] && awk -v s="$_seconds" -v t="$LAB_RUN_TIMEOUT" 'BEGIN { exit !(s >= t) }'; then
         LAB_STATUS=124
     fi
+    # A VMM that stops mid-line leaves the guest's last line open: start the markers afresh.
+    echo
     echo "LAB-RESULT $_name exit=$LAB_STATUS"
     tail -n 20 "$LAB_TMP/$_name.err" | sed "s/^/LAB-STDERR-LINE $_name /"
     echo "LAB-STDERR $_name $(tail -n 1 "$LAB_TMP/$_name.err")"
