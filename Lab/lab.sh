@@ -531,7 +531,7 @@ build_l2() { # WORK MODE
 # QEMU's command line for L2 with INITRD. No -enable-kvm: the lab host is emulated (TCG), and
 # -cpu max gives it SVM. -vga none and -nic none: no option ROMs to find, nothing to drive.
 qemu_l2_command() { # INITRD
-    QEMU_COMMAND=(qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 2048 -nographic -no-reboot
+    QEMU_COMMAND=(qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 2 -m 2048 -nographic -no-reboot
         -vga none -nic none -kernel "$KERNEL" -initrd "$1" -append "$L2_APPEND")
 }
 
@@ -546,7 +546,7 @@ cmd_run() {
     trap 'rm -rf "$WORK"' EXIT
     build_l2 "$work" batch
     [[ -n $LOG ]] && mkdir -p "$(dirname "$LOG")"
-    local log=${LOG:-$work/serial.log}
+    local log=${LOG:-$work/serial.log} kept=${LOG:-"not kept (use --log)"}
     t0=$(now)
     set +e
     qemu_l2_command "$work/l2.cpio.gz"
@@ -556,7 +556,7 @@ cmd_run() {
     set -e
     note "QEMU ran $(elapsed "$t0") s"
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then
-        note "the lab timed out after $TIMEOUT s; serial log: $log"
+        note "the lab timed out after $TIMEOUT s; serial log: $kept"
         exit 124
     fi
     if grep -q 'LAB-ERROR' "$log"; then
@@ -564,7 +564,7 @@ cmd_run() {
         exit 1
     fi
     if ! grep -q 'LAB-DONE' "$log"; then
-        note "L2 stopped before the scenario finished (QEMU exit $rc); serial log: $log"
+        note "L2 stopped before the scenario finished (QEMU exit $rc); serial log: $kept"
         exit 1
     fi
 }
