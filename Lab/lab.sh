@@ -157,8 +157,9 @@ require_setup() {
     for p in cpio gzip; do
         command -v "$p" >/dev/null || die "$p not found: run Lab/$PROG setup"
     done
-    [[ -x /bin/busybox ]] && ! ldd /bin/busybox >/dev/null 2>&1 ||
+    if [[ ! -x /bin/busybox ]] || ldd /bin/busybox >/dev/null 2>&1; then
         die "no static /bin/busybox (busybox-static): run Lab/$PROG setup"
+    fi
     KVER=$(cat "$CACHE/kernel-version" 2>/dev/null || true)
     [[ -n $KVER && -e $CACHE/kernel/$KVER/.done ]] || die "no kernel in $CACHE: run Lab/$PROG setup"
     KERNEL=$CACHE/kernel/$KVER/boot/vmlinuz-$KVER
@@ -569,6 +570,18 @@ cmd_run() {
     fi
 }
 
+# Runs SCENARIO on this host with the environment it gets in the lab; WORK holds files and env.
+run_scenario_here() { # WORK
+    local work=$1 vmm=''
+    [[ -n $VMM ]] && vmm=$(realpath "$VMM")
+    (
+        # shellcheck disable=SC1091
+        . "$work/env"
+        export LGUEST=$vmm GUEST_KERNEL=$KERNEL LAB_FILES=$work/files LAB_LIB=$LAB_DIR/scenarios/lib.sh
+        exec sh "$SCENARIO"
+    )
+}
+
 cmd_direct() {
     CMD=direct
     parse_run_options "$@"
@@ -581,13 +594,10 @@ cmd_direct() {
     stage_files "$work/files"
     write_env "$work/env"
     set +e
-    (
-        # shellcheck disable=SC1091
-        . "$work/env"
-        export LGUEST=$(realpath "$VMM") GUEST_KERNEL=$KERNEL LAB_FILES=$work/files LAB_LIB=$LAB_DIR/scenarios/lib.sh
-        sh "$SCENARIO" </dev/null
+    {
+        run_scenario_here "$work" </dev/null
         echo "LAB-DONE status=$?"
-    ) 2>&1 | if [[ -n $LOG ]]; then mkdir -p "$(dirname "$LOG")" && tee "$LOG"; else cat; fi
+    } 2>&1 | if [[ -n $LOG ]]; then mkdir -p "$(dirname "$LOG")" && tee "$LOG"; else cat; fi
     rc=${PIPESTATUS[0]}
     set -e
     exit "$rc"
@@ -633,12 +643,7 @@ cmd_shell() {
     if [[ $mode == direct ]]; then
         stage_files "$work/files"
         write_env "$work/env"
-        (
-            # shellcheck disable=SC1091
-            . "$work/env"
-            export LGUEST=${VMM:+$(realpath "$VMM")} GUEST_KERNEL=$KERNEL LAB_FILES=$work/files LAB_LIB=$LAB_DIR/scenarios/lib.sh
-            sh "$SCENARIO"
-        )
+        run_scenario_here "$work"
         return
     fi
     require_qemu

@@ -3,6 +3,7 @@
 # ends as the guest asks (poweroff, reboot) or as it dies (panic). The guest's /init is
 # Lab/guest/check-init.sh, built into $LAB_FILES/check.cpio.gz by `lab.sh run --guest-init`.
 # Tests/LabTests reads the markers this prints; keep them in step.
+# shellcheck source=lib.sh
 . "$LAB_LIB"
 INITRD=$LAB_FILES/check.cpio.gz
 

@@ -3,6 +3,7 @@
 # it needs no VMM of ours, so it also proves the lab itself. Run it with `lab.sh run --with-qemu
 # --guest-init Lab/guest/check-init.sh` (or `lab.sh direct`). Emulated time in the lab: compare
 # ratios between VMMs run in the same lab, not absolute numbers.
+# shellcheck source=lib.sh
 . "$LAB_LIB"
 QEMU=$(lab_qemu) || { echo "LAB-ERROR no qemu-system-x86_64"; exit 1; }
 INITRD=$LAB_FILES/check.cpio.gz
