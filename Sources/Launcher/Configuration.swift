@@ -1,3 +1,5 @@
+import Devices
+
 /// Everything needed to start a VM, as a value. The command-line tool builds one; the Launcher
 /// turns it into a running machine. Nothing here has been checked against the host yet: that
 /// happens in `Launcher.prepare`, which reports the first problem as a `LaunchError`.
@@ -8,6 +10,12 @@ public struct VMConfiguration: Sendable, Equatable {
     public var memoryMiB: UInt64
     public var cpus: Int
     public var console: ConsoleKind
+    /// Virtio block devices, in order: the first is the guest's `vda`.
+    public var disks: [BlockConfiguration]
+    /// Virtio network devices on TAP interfaces.
+    public var networks: [NetConfiguration]
+    /// A virtio entropy device.
+    public var rng: Bool
 
     public enum ConsoleKind: String, Sendable, Equatable, CaseIterable {
         /// The 16550 UART on COM1 (`console=ttyS0`).
@@ -17,13 +25,17 @@ public struct VMConfiguration: Sendable, Equatable {
     }
 
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "",
-                memoryMiB: UInt64 = 256, cpus: Int = 1, console: ConsoleKind = .serial) {
+                memoryMiB: UInt64 = 256, cpus: Int = 1, console: ConsoleKind = .serial,
+                disks: [BlockConfiguration] = [], networks: [NetConfiguration] = [], rng: Bool = false) {
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
         self.commandLine = commandLine
         self.memoryMiB = memoryMiB
         self.cpus = cpus
         self.console = console
+        self.disks = disks
+        self.networks = networks
+        self.rng = rng
     }
 
     /// Limits the Launcher enforces.

@@ -1,4 +1,5 @@
 import Boot
+import Devices
 import Firmware
 import GuestMemory
 import KVM
@@ -14,6 +15,7 @@ public enum LaunchError: Error, CustomStringConvertible {
     case memory(GuestMemoryError)
     case kvm(KVMError)
     case setup(String)
+    case disk(BlockError)
 
     public var description: String {
         switch self {
@@ -29,6 +31,8 @@ public enum LaunchError: Error, CustomStringConvertible {
             return error.description
         case let .setup(why):
             return why
+        case let .disk(error):
+            return error.description
         }
     }
 }

@@ -4,6 +4,7 @@ import Devices
 import Firmware
 import GuestMemory
 import KVM
+import Virtio
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,6 +22,8 @@ public final class Machine: Sendable {
     let mmio: Bus
     let power: PowerControl
     let serial: Serial
+    let console: ConsoleDevice?
+    let virtio: [VirtioSlot]
     let events: EventLoop
 
     public init(_ configuration: VMConfiguration) throws(LaunchError) {
@@ -40,15 +43,36 @@ public final class Machine: Sendable {
         do { memory = try GuestMemory(layout: MemoryMap.ramRegions(bytes: configuration.memoryMiB << 20)) }
         catch { throw .memory(error) }
 
+        // The virtio devices, each opening what it serves (an image file, a TAP device) now,
+        // so that a missing disk is a clean refusal rather than a surprise after boot.
+        events = try EventLoop()
+        let stdout = DescriptorSink(fd: 1)
+        var devices: [any VirtioDevice] = []
+        let console = configuration.console == .virtio ? ConsoleDevice(output: stdout) : nil
+        if let console { devices.append(console) }
+        for disk in configuration.disks {
+            do throws(BlockError) { devices.append(try BlockDevice(disk)) } catch { throw .disk(error) }
+        }
+        if !configuration.networks.isEmpty {
+            throw .badOption("network devices are not available yet: remove --tunnet/--net")
+        }
+        if configuration.rng { devices.append(RngDevice()) }
+        self.console = console
+        let windows = devices.indices.map(VirtioWiring.window(for:))
+
         // The firmware tables describe the machine to the guest: CPUs, COM1, the keyboard
-        // controller, pvpanic, the power registers and (soon) the virtio devices.
+        // controller, pvpanic, the power registers and the virtio devices.
         let rsdp: GuestAddress
-        do { rsdp = try ACPI.write(AcpiConfiguration(cpus: configuration.cpus), into: memory) }
+        do { rsdp = try ACPI.write(AcpiConfiguration(cpus: configuration.cpus, virtioMMIO: windows), into: memory) }
         catch { throw .setup("cannot build the ACPI tables: \(error)") }
 
+        var commandLine = configuration.commandLine
+        if !windows.isEmpty {
+            commandLine += (commandLine.isEmpty ? "" : " ") + VirtioWiring.commandLineDevices(windows)
+        }
         let entry: BootEntry
         do {
-            entry = try loadKernel(image: kernel, initrd: initrd, commandLine: configuration.commandLine,
+            entry = try loadKernel(image: kernel, initrd: initrd, commandLine: commandLine,
                                    rsdp: rsdp, into: memory)
         } catch { throw .kernel(path: configuration.kernelPath, error) }
 
@@ -64,14 +88,18 @@ public final class Machine: Sendable {
 
         // The platform devices, each where the ACPI tables said it would be.
         power = PowerControl()
-        events = try EventLoop()
         let vm = self.vm
         let serialInterrupt: EventFD
         do {
             serialInterrupt = try EventFD()
             try vm.attachInterrupt(serialInterrupt, gsi: PlatformInterrupts.com1)
         } catch { throw .kvm(.call(error)) }
-        serial = Serial(output: DescriptorSink(fd: 1), interrupt: { serialInterrupt.signal() })
+        serial = Serial(output: stdout, interrupt: { serialInterrupt.signal() })
+        var slots: [VirtioSlot] = []
+        for (index, device) in devices.enumerated() {
+            slots.append(try VirtioWiring.attach(device, index: index, vm: vm, memory: memory, events: events))
+        }
+        virtio = slots
         let power = self.power
         do {
             ports = try Bus([
@@ -86,7 +114,7 @@ public final class Machine: Sendable {
                     resetOffset: UInt64(PlatformPorts.reset - PlatformPorts.sleepControl),
                     powerOffValue: PlatformPorts.s5PowerOff, resetValue: PlatformPorts.resetValue)),
             ])
-            mmio = try Bus([])
+            mmio = try Bus(slots.map { Bus.window($0.window.base.rawValue, $0.window.size, $0.transport) })
         } catch { throw .setup(error.description) }
 
         // The vCPUs, all created before any runs: the boot processor wakes the others with
@@ -136,10 +164,14 @@ public final class Machine: Sendable {
         return power.waitForStop()
     }
 
-    /// Keys typed on the host go to COM1, through the escape filter. Standard input that is a
+    /// Keys typed on the host go to the console (COM1 or virtio-console), through the escape
+    /// filter. Standard input that is a
     /// regular file or /dev/null is not a console: the guest gets no input.
     private func watchConsoleInput() throws(LaunchError) {
-        let serial = self.serial, power = self.power, events = self.events
+        let power = self.power, events = self.events
+        let deliver: @Sendable ([UInt8]) -> Void
+        if let console { deliver = { console.enqueueInput($0) } }
+        else { let serial = self.serial; deliver = { serial.enqueueInput($0) } }
         let filter = Mutex(EscapeFilter())
         let isTerminal = Terminal.inputIsTerminal
         _ = try events.watch(0) {
@@ -150,10 +182,10 @@ public final class Machine: Sendable {
                 return
             }
             let input = buffer.prefix(n)
-            guard isTerminal else { serial.enqueueInput(input); return }
+            guard isTerminal else { deliver(Array(input)); return }
             switch filter.withLock({ $0.filter(input) }) {
             case .quit: power.requestStop(.userQuit)
-            case let .send(bytes): if !bytes.isEmpty { serial.enqueueInput(bytes) }
+            case let .send(bytes): if !bytes.isEmpty { deliver(bytes) }
             }
         }
     }

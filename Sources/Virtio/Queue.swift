@@ -178,7 +178,7 @@ public struct Queue: Sendable {
         guard isEnabled else { return nil }
         guard !isBroken else { throw .queueBroken }
 
-        // Journey 5: the guest's kick arrives here as a call from the device's I/O thread —
+        // Journey 6: the guest's kick arrives here as a call from the device's I/O thread —
         // the vCPU wrote QueueNotify, KVM matched the ioeventfd and woke us, and we never left
         // the kernel on the way. A kick carries no data; it only says "look at the available
         // ring". So we read `avail.idx` (with acquire ordering, see below), and if it is ahead
@@ -213,7 +213,7 @@ public struct Queue: Sendable {
             throw .headOutOfRange(head: head, size: size)
         }
 
-        // Journey 5.1: walk the chain — every `next` checked, a hop budget against loops,
+        // Journey 7: walk the chain — every `next` checked, a hop budget against loops,
         // indirect tables resolved, every buffer checked against guest RAM.
         do throws(ChainDefect) {
             let chain = try DescriptorChain.walk(
@@ -254,7 +254,7 @@ public struct Queue: Sendable {
         do {
             try memory.write(UInt32(head), at: slot)
             try memory.write(length, at: slot + 4)
-            // Journey 5.2: publish. The device's writes into the chain's buffers and the element
+            // Journey 10: publish. The device's writes into the chain's buffers and the element
             // above must reach the driver before the index that announces them.
             // Release: orders the buffer and used-element writes before this used.idx store.
             try memory.storeRelease16(nextUsed &+ 1, at: usedIndexAddress)

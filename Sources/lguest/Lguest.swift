@@ -57,11 +57,15 @@ struct Classic: ParsableCommand {
     var kernelArguments: [String] = []
 
     func run() throws {
-        try refuseUnsupported(disks: block, networks: tunnet, rng: rng)
+        let networks = tunnet.map { address in
+            do throws(TapError) { return try NetConfiguration(tunnet: address) }
+            catch { fail("--tunnet=\(address): \(error)") }
+        }
         let configuration = VMConfiguration(
             kernelPath: kernel, initrdPath: initrd,
             commandLine: kernelArguments.isEmpty ? defaultCommandLine : kernelArguments.joined(separator: " "),
-            memoryMiB: memory, cpus: 1)
+            memoryMiB: memory, cpus: 1,
+            disks: block.map { BlockConfiguration(path: $0) }, networks: networks, rng: rng)
         try launch(configuration)
     }
 }
@@ -100,23 +104,35 @@ struct Run: ParsableCommand {
     var rng = false
 
     func run() throws {
-        try refuseUnsupported(disks: disk, networks: net, rng: rng)
-        if console == .virtio { fail("--console virtio is not available yet: use --console serial") }
+        let disks = disk.map(parseDisk)
+        let networks = net.map { option in
+            do throws(NetConfigurationError) { return try NetConfiguration(option: option) }
+            catch { fail("--net \(option): \(error)") }
+        }
         let configuration = VMConfiguration(
             kernelPath: kernel, initrdPath: initrd, commandLine: cmdline,
-            memoryMiB: memory, cpus: cpus, console: console)
+            memoryMiB: memory, cpus: cpus, console: console,
+            disks: disks, networks: networks, rng: rng)
         try launch(configuration)
+    }
+
+    /// `PATH[,readonly]` (also `ro`).
+    func parseDisk(_ option: String) -> BlockConfiguration {
+        var parts = option.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let path = parts.removeFirst()
+        var readOnly = false
+        for flag in parts {
+            switch flag {
+            case "readonly", "ro": readOnly = true
+            default: fail("--disk \(option): unknown flag '\(flag)' (only 'readonly' is known)")
+            }
+        }
+        if path.isEmpty { fail("--disk \(option): no image path") }
+        return BlockConfiguration(path: path, readOnly: readOnly)
     }
 }
 
 extension VMConfiguration.ConsoleKind: ExpressibleByArgument {}
-
-/// Virtio devices come with the virtio layer; until then, say so rather than ignore the option.
-func refuseUnsupported(disks: [String], networks: [String], rng: Bool) throws {
-    if !disks.isEmpty { fail("block devices are not available yet: remove --block/--disk") }
-    if !networks.isEmpty { fail("network devices are not available yet: remove --tunnet/--net") }
-    if rng { fail("the random number generator is not available yet: remove --rng") }
-}
 
 /// Builds the machine, runs it, and exits with the code docs/Architecture.md promises.
 func launch(_ configuration: VMConfiguration) throws -> Never {
