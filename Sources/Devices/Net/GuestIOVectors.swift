@@ -1,0 +1,64 @@
+import GuestMemory
+import Virtio
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Host `iovec`s over guest buffers, so one `readv`/`writev` moves a packet straight between
+/// the TAP device and guest RAM without a copy.
+///
+/// `GuestMemory` hands out a host view of a range only inside a closure (`withSlice`), so the
+/// views are collected by nesting one closure per buffer and the system call is made in the
+/// innermost one, while every view is still valid. The nesting depth is the buffer count;
+/// callers keep it at `maxVectors` and copy through a host buffer for the rare chain with
+/// more pieces.
+enum GuestIOVectors {
+    /// Most buffers a single zero-copy transfer may span (a Linux TX chain has at most
+    /// MAX_SKB_FRAGS + 2 pieces; an RX chain in "big packets" mode about as many).
+    static let maxVectors = 64
+
+    /// Calls `body` with one `iovec` per buffer of `buffers` (in order), then `extra` if
+    /// given. Returns `nil` if a buffer is not in guest memory (the chain walk already checked
+    /// them, so this is defensive).
+    static func with<R>(_ buffers: [GuestBuffer], in memory: GuestMemory,
+                        extra: UnsafeMutableRawBufferPointer? = nil,
+                        _ body: ([iovec]) -> R) -> R? {
+        var vectors: [iovec] = []
+        vectors.reserveCapacity(buffers.count + 1)
+        return collect(buffers[...], memory: memory, vectors: &vectors) { collected in
+            var all = collected
+            if let extra { all.append(iovec(iov_base: extra.baseAddress, iov_len: extra.count)) }
+            return body(all)
+        }
+    }
+
+    private static func collect<R>(_ buffers: ArraySlice<GuestBuffer>, memory: GuestMemory,
+                                   vectors: inout [iovec], _ body: ([iovec]) -> R) -> R? {
+        guard let buffer = buffers.first else { return body(vectors) }
+        do {
+            // Safe: the slice's pointer is only stored in `vectors` and used by the calls nested
+            // inside this closure, all of which return before `withSlice` does.
+            return try memory.withSlice(at: buffer.address, length: UInt64(buffer.length)) {
+                (slice: UnsafeMutableRawBufferPointer) -> R? in
+                vectors.append(iovec(iov_base: slice.baseAddress, iov_len: slice.count))
+                return collect(buffers.dropFirst(), memory: memory, vectors: &vectors, body)
+            }
+        } catch {
+            return nil
+        }
+    }
+}
+
+/// A host buffer for the slow path (a chain in too many pieces) and for the spill-over that
+/// detects a packet larger than the guest's buffers. Only touched with the device lock held.
+final class PacketBuffer: @unchecked Sendable {
+    // @unchecked: the memory is owned by this object and used only under `NetDevice`'s lock.
+    let bytes: UnsafeMutableRawBufferPointer
+
+    init(count: Int) {
+        bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+        bytes.initializeMemory(as: UInt8.self, repeating: 0)
+    }
+
+    deinit { bytes.deallocate() }
+}

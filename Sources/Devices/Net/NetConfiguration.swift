@@ -1,0 +1,56 @@
+/// Which TAP device a network card is plugged into.
+public enum TapSpec: Hashable, Sendable {
+    /// A TAP device someone already made (`ip tuntap add NAME mode tap`), perhaps on a bridge.
+    /// lguest attaches to it and configures nothing on the host side.
+    case existing(String)
+    /// A TAP device lguest creates and that disappears when lguest exits: named `name`, or
+    /// `lguest0`, `lguest1`, … as the kernel chooses. With `hostAddress` (lguest's classic
+    /// `--tunnet=IP`) the host end gets that address with a /24 netmask. Either way lguest
+    /// brings the link up.
+    case create(name: String? = nil, hostAddress: IPv4Address? = nil)
+}
+
+/// One virtio-net card: where its frames go, and its MAC address.
+public struct NetConfiguration: Hashable, Sendable {
+    public var tap: TapSpec
+    /// The guest's MAC address; `nil` picks a random locally administered one.
+    public var mac: MACAddress?
+
+    public init(tap: TapSpec, mac: MACAddress? = nil) {
+        self.tap = tap
+        self.mac = mac
+    }
+
+    /// lguest's `--tunnet=IP`: a new TAP device whose host end is `IP`/24.
+    public init(tunnet address: String) throws(TapError) {
+        self.init(tap: .create(hostAddress: try IPv4Address(address)))
+    }
+
+    /// The `--net` option, `tap=NAME[,mac=MAC]`: attach to the existing TAP device `NAME`.
+    public init(option: String) throws(NetConfigurationError) {
+        var name: String?
+        var mac: MACAddress?
+        for item in option.split(separator: ",", omittingEmptySubsequences: false) {
+            let pair = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard pair.count == 2 else {
+                throw NetConfigurationError("invalid network option '\(option)': expected tap=NAME[,mac=MAC]")
+            }
+            let (key, value) = (String(pair[0]), String(pair[1]))
+            switch key {
+            case "tap" where name == nil:
+                guard !value.isEmpty else { throw NetConfigurationError("invalid network option '\(option)': tap= needs a device name") }
+                name = value
+            case "mac" where mac == nil:
+                mac = try MACAddress(value)
+            case "tap", "mac":
+                throw NetConfigurationError("invalid network option '\(option)': \(key)= given twice")
+            default:
+                throw NetConfigurationError("invalid network option '\(option)': unknown key '\(key)' (known: tap, mac)")
+            }
+        }
+        guard let name else {
+            throw NetConfigurationError("invalid network option '\(option)': tap=NAME is required")
+        }
+        self.init(tap: .existing(name), mac: mac)
+    }
+}

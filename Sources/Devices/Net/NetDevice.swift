@@ -1,0 +1,573 @@
+import CKVM
+import GuestMemory
+import Synchronization
+import Virtio
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// virtio-net feature bits (`linux/virtio_net.h`; virtio 1.x "Network Device", feature bits).
+public enum VirtioNetFeature {
+    /// CSUM: the device takes packets with a partial checksum (the driver may send NEEDS_CSUM).
+    public static let checksum: UInt64 = 1 << 0
+    /// GUEST_CSUM: the driver takes packets with a partial checksum.
+    public static let guestChecksum: UInt64 = 1 << 1
+    /// MAC: `mac` in the configuration space is valid.
+    public static let mac: UInt64 = 1 << 5
+    /// GUEST_TSO4 / GUEST_TSO6 / GUEST_ECN: the driver takes large TCP segments.
+    public static let guestTSO4: UInt64 = 1 << 7
+    public static let guestTSO6: UInt64 = 1 << 8
+    public static let guestECN: UInt64 = 1 << 9
+    /// HOST_TSO4 / HOST_TSO6 / HOST_ECN: the device takes large TCP segments.
+    public static let hostTSO4: UInt64 = 1 << 11
+    public static let hostTSO6: UInt64 = 1 << 12
+    public static let hostECN: UInt64 = 1 << 13
+    /// MRG_RXBUF: a received packet may span several receive chains.
+    public static let mergeableRxBuffers: UInt64 = 1 << 15
+    /// STATUS: `status` in the configuration space is valid.
+    public static let status: UInt64 = 1 << 16
+}
+
+/// `struct virtio_net_hdr_v1`: the 12 bytes in front of every frame, in both directions.
+///
+/// `flags` u8 @0, `gso_type` u8 @1, `hdr_len` le16 @2, `gso_size` le16 @4, `csum_start`
+/// le16 @6, `csum_offset` le16 @8, `num_buffers` le16 @10.
+public enum VirtioNetHeader {
+    public static let size = 12
+    /// `flags`: the checksum from `csum_start` on still has to be computed.
+    public static let needsChecksum: UInt8 = 1
+    /// `flags`: the checksum was already verified.
+    public static let dataValid: UInt8 = 2
+    /// `gso_type` values; ECN is a flag on top of a TCP type.
+    public static let gsoNone: UInt8 = 0
+    public static let gsoTCPv4: UInt8 = 1
+    public static let gsoUDP: UInt8 = 3
+    public static let gsoTCPv6: UInt8 = 4
+    public static let gsoECN: UInt8 = 0x80
+    /// Where `num_buffers` is.
+    public static let numBuffersOffset = 10
+
+    /// Whether `gsoType` is one the negotiated segmentation offloads allow.
+    static func allows(gsoType: UInt8, tso4: Bool, tso6: Bool, ecn: Bool) -> Bool {
+        let base = gsoType & ~gsoECN
+        if gsoType & gsoECN != 0, !ecn || base == gsoNone { return false }
+        switch base {
+        case gsoNone: return true
+        case gsoTCPv4: return tso4
+        case gsoTCPv6: return tso6
+        default: return false // UDP fragmentation and USO are never offered
+        }
+    }
+}
+
+/// What a net device has done, for tests, logs and metrics.
+public struct NetStatistics: Sendable, Equatable {
+    /// Frames sent to the host, and their bytes (Ethernet frame only, no virtio header).
+    public var txPackets: UInt64 = 0
+    public var txBytes: UInt64 = 0
+    /// TX chains refused: malformed chains, chains with device-writable buffers, frames
+    /// shorter than an Ethernet header or longer than 65550 bytes, or headers asking for an
+    /// offload that was not negotiated. Each is completed with length 0 and not sent.
+    public var txMalformed: UInt64 = 0
+    /// Frames dropped because the host had no room (EAGAIN or ENOBUFS). Not retried.
+    public var txDroppedBusy: UInt64 = 0
+    /// Frames the host refused (EIO while the interface is down, EINVAL for a header the
+    /// kernel rejects, …).
+    public var txErrors: UInt64 = 0
+    /// Packets delivered to the guest, and their bytes (frame only).
+    public var rxPackets: UInt64 = 0
+    public var rxBytes: UInt64 = 0
+    /// Packets larger than the receive buffers the guest had posted; dropped.
+    public var rxDroppedTooLarge: UInt64 = 0
+    /// Packets using an offload the guest did not accept; dropped (cannot happen with a TAP
+    /// whose offloads were set from the acked features; checked anyway).
+    public var rxDroppedUnsupported: UInt64 = 0
+    /// RX chains with fewer than 12 writable bytes, returned with length 0.
+    public var rxMalformedBuffers: UInt64 = 0
+    /// Failed reads other than EAGAIN (after one, RX waits for the next receive-queue kick).
+    public var rxErrors: UInt64 = 0
+    /// Times reception paused because the guest had posted no receive buffers.
+    public var rxStalls: UInt64 = 0
+
+    public init() {}
+}
+
+/// virtio-net (device type 1) on a TAP device: queue 0 receives, queue 1 transmits.
+///
+/// **Transmit.** Each chain on queue 1 is a 12-byte `virtio_net_hdr_v1` and an Ethernet
+/// frame, split across descriptors however the driver liked. Since the TAP device was set up
+/// for 12-byte vnet headers, the whole readable part goes to the host as it is, in one
+/// `writev` straight out of guest memory. Chains with writable buffers, frames shorter than
+/// 14 or longer than 65550 bytes, and headers asking for an offload that was not negotiated
+/// are not sent. Every chain is completed with length 0. If the host has no room (EAGAIN) the
+/// frame is dropped and counted rather than retried: the TAP queue is deep, the guest's
+/// protocols recover from a lost frame, and keeping the chain would need a writability watch
+/// for a case that practically never happens.
+///
+/// **Receive.** Packets are read from the TAP straight into the guest's receive chains with
+/// `readv`, header and all, then `num_buffers` is filled in (the TAP leaves it alone): 1, or
+/// with MRG_RXBUF the number of chains the packet spans. Without GUEST_CSUM, `flags` is
+/// cleared as the spec requires. A chain is taken from the ring before the read, so one that
+/// finds the TAP empty is kept for the next packet ("parked") rather than handed back. A
+/// packet larger than the chains at hand is dropped (a spill buffer after the guest's buffers
+/// catches it; nothing is written past a chain) and the chains are reused.
+///
+/// **Flow control.** With no receive chains posted the device must leave packets in the
+/// kernel's queue, and with a level-triggered epoll it must also stop being told the TAP is
+/// readable, or the I/O thread would spin. So the device says when it wants
+/// `tapReadable()` calls: `wantsTapReadable`, and the handler given to
+/// `setTapReadableHandler`, called on every change — false when the ring ran dry, true again
+/// when the guest kicks the receive queue (which it does after refilling, because the queue
+/// asked for a kick when it found the ring empty).
+///
+/// **Threads.** `processQueue` and `tapReadable` normally both run on the I/O thread, but
+/// without ioeventfds a kick arrives on a vCPU thread, so all state sits behind one lock.
+public final class NetDevice: VirtioDevice {
+    public static let receiveQueue = 0
+    public static let transmitQueue = 1
+    /// The default (and largest) size of each queue.
+    public static let defaultQueueSize: UInt16 = 256
+    /// An Ethernet header: the shortest frame the TAP accepts.
+    public static let minFrameLength = 14
+    /// The largest frame a driver may send with TSO (64 KiB of IP plus the Ethernet header);
+    /// with the 12-byte header this is the 65562-byte buffer the spec talks about.
+    public static let maxFrameLength = 65550
+    static let maxPacketLength = VirtioNetHeader.size + maxFrameLength
+    /// Packets handled per `tapReadable()` call before yielding to the other descriptors
+    /// (the TAP stays readable, so a level-triggered epoll comes straight back).
+    static let receiveBurst = 64
+    /// Receive chains held at once (with MRG_RXBUF, enough for a 64 KiB packet).
+    static let maxParkedChains = 64
+    /// The host buffer for the slow path and the spill-over: more than the largest packet.
+    static let bufferSize = 0x11000
+    /// `status` bit 0.
+    static let linkUp: UInt16 = 1
+
+    public let deviceType = VirtioDeviceID.net
+    public let queueMaxSizes: [UInt16]
+    public let offeredFeatures: UInt64
+    /// The guest's MAC address, as the driver finds it in the configuration space.
+    public let mac: MACAddress
+    /// Where frames go: the TAP device (or a test's socket pair).
+    public let endpoint: any PacketEndpoint
+
+    struct State {
+        var active = false
+        var features: UInt64 = 0
+        /// The offloads set on the endpoint: what the host may send the guest.
+        var receiveOffloads: TapOffloads = []
+        var queues: [Queue] = []
+        /// Receive chains taken from the ring and not yet used, oldest first.
+        var parked: [DescriptorChain] = []
+        var wantsInput = false
+        /// What the handler was last told (`nil`: nothing yet).
+        var reported: Bool?
+        var handler: (@Sendable (Bool) -> Void)?
+        var statistics = NetStatistics()
+        let buffer = PacketBuffer(count: NetDevice.bufferSize)
+    }
+
+    private let state = Mutex(State())
+
+    /// A net device on `endpoint`, with `mac` or a random locally administered address. It
+    /// offers MAC, STATUS, MRG_RXBUF, and the checksum/TSO features the endpoint supports, in
+    /// both directions.
+    public init(endpoint: any PacketEndpoint, mac: MACAddress? = nil,
+                queueSize: UInt16 = NetDevice.defaultQueueSize) {
+        self.endpoint = endpoint
+        self.mac = mac ?? MACAddress.random()
+        queueMaxSizes = [queueSize, queueSize]
+        var features = VirtioNetFeature.mac | VirtioNetFeature.status | VirtioNetFeature.mergeableRxBuffers
+        let offloads = endpoint.supportedOffloads.consistent
+        if offloads.contains(.checksum) { features |= VirtioNetFeature.checksum | VirtioNetFeature.guestChecksum }
+        if offloads.contains(.tso4) { features |= VirtioNetFeature.hostTSO4 | VirtioNetFeature.guestTSO4 }
+        if offloads.contains(.tso6) { features |= VirtioNetFeature.hostTSO6 | VirtioNetFeature.guestTSO6 }
+        if offloads.contains(.tsoECN) { features |= VirtioNetFeature.hostECN | VirtioNetFeature.guestECN }
+        offeredFeatures = features
+    }
+
+    /// Opens the TAP device `configuration` names and builds the device on it.
+    public convenience init(configuration: NetConfiguration) throws(TapError) {
+        self.init(endpoint: try Tap.open(configuration.tap), mac: configuration.mac)
+    }
+
+    // MARK: - What the launcher watches
+
+    /// The descriptor to watch for readability (EPOLLIN) while `wantsTapReadable` is true.
+    public var tapDescriptor: CInt { endpoint.fileDescriptor }
+
+    /// Whether the device wants `tapReadable()` calls now: false before activation, after a
+    /// reset, and while the guest has no receive buffers posted.
+    public var wantsTapReadable: Bool { state.withLock { $0.wantsInput } }
+
+    /// `handler(true)` when the launcher should start watching `tapDescriptor`,
+    /// `handler(false)` when it should stop. Called at once with the current answer, then on
+    /// every change, from whichever thread caused it (the I/O thread, or a vCPU thread that
+    /// kicked the queue without an ioeventfd). It runs with the device's lock held: it may
+    /// add or remove the descriptor from an epoll set, but must not call back into the device.
+    public func setTapReadableHandler(_ handler: (@Sendable (Bool) -> Void)?) {
+        state.withLock { s in
+            s.handler = handler
+            s.reported = nil
+            report(&s)
+        }
+    }
+
+    /// The TAP descriptor is readable: move packets into the guest's receive chains. Call on
+    /// the I/O thread.
+    public func tapReadable() {
+        state.withLock { s in
+            guard s.active else {
+                setWantsInput(false, &s)
+                return
+            }
+            receive(&s)
+        }
+    }
+
+    public var statistics: NetStatistics { state.withLock { $0.statistics } }
+
+    // MARK: - VirtioDevice
+
+    /// `mac[6]` at 0, `le16 status` at 6 (link up).
+    public var configSpace: [UInt8] {
+        mac.bytes + [UInt8(truncatingIfNeeded: NetDevice.linkUp), UInt8(truncatingIfNeeded: NetDevice.linkUp >> 8)]
+    }
+
+    public func activate(features: UInt64, memory: GuestMemory, queues: [Queue],
+                         interrupt: VirtioInterrupt) throws(DeviceActivationError) {
+        guard queues.count == 2 else { throw DeviceActivationError("virtio-net needs 2 queues, got \(queues.count)") }
+        let offloads = NetDevice.receiveOffloads(for: features).intersection(endpoint.supportedOffloads).consistent
+        do { try endpoint.setOffloads(offloads) } catch { throw DeviceActivationError("\(error)") }
+        state.withLock { s in
+            s.active = true
+            s.features = features
+            s.receiveOffloads = offloads
+            s.queues = queues
+            s.parked = []
+            setWantsInput(queues[NetDevice.receiveQueue].isEnabled, &s)
+        }
+    }
+
+    public func processQueue(_ index: Int) {
+        state.withLock { s in
+            guard s.active else { return }
+            switch index {
+            case NetDevice.receiveQueue: receive(&s)
+            case NetDevice.transmitQueue: transmit(&s)
+            default: break
+            }
+        }
+    }
+
+    public func reset() {
+        state.withLock { s in
+            s.active = false
+            s.features = 0
+            s.receiveOffloads = []
+            s.queues = []
+            s.parked = []
+            setWantsInput(false, &s)
+        }
+        // Back to "the host finishes every packet" until a driver says otherwise.
+        try? endpoint.setOffloads([])
+    }
+
+    /// The TUN offloads the acked GUEST_* features ask for (before making them consistent).
+    static func receiveOffloads(for features: UInt64) -> TapOffloads {
+        var offloads: TapOffloads = []
+        if features & VirtioNetFeature.guestChecksum != 0 { offloads.insert(.checksum) }
+        if features & VirtioNetFeature.guestTSO4 != 0 { offloads.insert(.tso4) }
+        if features & VirtioNetFeature.guestTSO6 != 0 { offloads.insert(.tso6) }
+        if features & VirtioNetFeature.guestECN != 0 { offloads.insert(.tsoECN) }
+        return offloads
+    }
+
+    // MARK: - Interest in the TAP descriptor
+
+    private func setWantsInput(_ wants: Bool, _ s: inout State) {
+        s.wantsInput = wants
+        report(&s)
+    }
+
+    private func report(_ s: inout State) {
+        guard let handler = s.handler, s.reported != s.wantsInput else { return }
+        s.reported = s.wantsInput
+        handler(s.wantsInput)
+    }
+
+    // MARK: - Transmit (guest → host)
+
+    private func transmit(_ s: inout State) {
+        let queue = NetDevice.transmitQueue
+        while true {
+            let chain: DescriptorChain
+            do throws(VirtqueueError) {
+                guard let next = try s.queues[queue].popAvailable() else { break }
+                chain = next
+            } catch {
+                if error.isStructural { break }
+                s.statistics.txMalformed += 1 // already returned to the driver by the queue
+                continue
+            }
+            send(chain, &s)
+            do { try s.queues[queue].addUsed(head: chain.head, length: 0) } catch { break }
+        }
+        s.queues[queue].notifyGuestIfNeeded()
+    }
+
+    /// Sends one chain's packet to the endpoint, or counts why not.
+    private func send(_ chain: DescriptorChain, _ s: inout State) {
+        let length = Int(chain.readableLength)
+        guard chain.readableCount == chain.descriptors.count,
+              length >= VirtioNetHeader.size + NetDevice.minFrameLength,
+              length <= NetDevice.maxPacketLength
+        else {
+            s.statistics.txMalformed += 1
+            return
+        }
+        var reader = chain.reader()
+        guard let header = try? reader.read(count: VirtioNetHeader.size),
+              NetDevice.transmitHeaderAllowed(header, features: s.features)
+        else {
+            s.statistics.txMalformed += 1
+            return
+        }
+
+        let fd = endpoint.fileDescriptor
+        let pieces = chain.reader().segments(maxBytes: length)
+        let outcome: (written: Int, error: Int32)
+        if pieces.count <= GuestIOVectors.maxVectors {
+            let result = GuestIOVectors.with(pieces, in: chain.memory) { vectors -> (Int, Int32) in
+                let n = writev(fd, vectors, Int32(vectors.count))
+                return (n, n < 0 ? errno : 0)
+            }
+            guard let result else {
+                s.statistics.txMalformed += 1
+                return
+            }
+            outcome = result
+        } else {
+            // A chain in more pieces than one writev should span: copy it out first.
+            var copier = chain.reader()
+            // Safe: `length` ≤ maxPacketLength < bufferSize, so the range lies inside the buffer.
+            let staging = UnsafeMutableRawBufferPointer(rebasing: s.buffer.bytes[0 ..< length])
+            guard (try? copier.read(into: staging)) != nil else {
+                s.statistics.txMalformed += 1
+                return
+            }
+            let n = write(fd, staging.baseAddress, length)
+            outcome = (n, n < 0 ? errno : 0)
+        }
+
+        if outcome.written == length {
+            s.statistics.txPackets += 1
+            s.statistics.txBytes += UInt64(length - VirtioNetHeader.size)
+        } else if outcome.written < 0, [EAGAIN, EWOULDBLOCK, ENOBUFS, EINTR].contains(outcome.error) {
+            s.statistics.txDroppedBusy += 1
+        } else {
+            s.statistics.txErrors += 1
+        }
+    }
+
+    /// The driver may only ask for the offloads it negotiated: NEEDS_CSUM needs CSUM, and
+    /// each GSO type its HOST_TSO feature.
+    static func transmitHeaderAllowed(_ header: [UInt8], features: UInt64) -> Bool {
+        let flags = header[0]
+        let gsoType = header[1]
+        if flags & VirtioNetHeader.needsChecksum != 0, features & VirtioNetFeature.checksum == 0 { return false }
+        return VirtioNetHeader.allows(gsoType: gsoType,
+                                      tso4: features & VirtioNetFeature.hostTSO4 != 0,
+                                      tso6: features & VirtioNetFeature.hostTSO6 != 0,
+                                      ecn: features & VirtioNetFeature.hostECN != 0)
+    }
+
+    // MARK: - Receive (host → guest)
+
+    private enum ReceiveOutcome {
+        /// A packet reached the guest.
+        case delivered
+        /// A packet was read and dropped; try the next one.
+        case dropped
+        /// The endpoint has nothing to read now.
+        case wouldBlock
+        /// The guest has no receive chain posted.
+        case noBuffers
+        /// Reading failed in a way that would fail again (or the ring broke).
+        case failed
+    }
+
+    /// Delivers up to `receiveBurst` packets, then interrupts the guest if it wants that, and
+    /// updates whether the device wants to hear about the TAP.
+    private func receive(_ s: inout State) {
+        var outcome = ReceiveOutcome.delivered
+        burst: for _ in 0 ..< NetDevice.receiveBurst {
+            outcome = receiveOne(&s)
+            switch outcome {
+            case .delivered, .dropped: continue
+            case .wouldBlock, .noBuffers, .failed: break burst
+            }
+        }
+        s.queues[NetDevice.receiveQueue].notifyGuestIfNeeded()
+        switch outcome {
+        case .noBuffers:
+            if s.wantsInput { s.statistics.rxStalls += 1 }
+            setWantsInput(false, &s)
+        case .failed:
+            setWantsInput(false, &s)
+        case .delivered, .dropped, .wouldBlock:
+            setWantsInput(true, &s)
+        }
+    }
+
+    private func receiveOne(_ s: inout State) -> ReceiveOutcome {
+        let mergeable = s.features & VirtioNetFeature.mergeableRxBuffers != 0
+        guard fillReceiveChains(&s, mergeable: mergeable) else { return .failed }
+        guard let first = s.parked.first else { return .noBuffers }
+
+        // The chains this packet may fill: the oldest one, or with mergeable buffers as many
+        // as one readv can span.
+        var segments: [GuestBuffer] = []
+        var capacities: [Int] = []
+        for chain in s.parked {
+            let pieces = chain.writer().segments(maxBytes: Int(chain.writableLength))
+            if !capacities.isEmpty, segments.count + pieces.count >= GuestIOVectors.maxVectors { break }
+            segments += pieces
+            capacities.append(Int(chain.writableLength))
+            if !mergeable { break }
+        }
+        let capacity = capacities.reduce(0, +)
+
+        let fd = endpoint.fileDescriptor
+        let buffer = s.buffer.bytes
+        let zeroCopy = segments.count < GuestIOVectors.maxVectors
+        var count: Int
+        var error: Int32 = 0
+        if zeroCopy {
+            // The spill buffer after the guest's buffers takes whatever does not fit, so an
+            // oversized packet shows up as a count above `capacity` and never overruns a chain.
+            guard let result = GuestIOVectors.with(segments, in: first.memory, extra: buffer, { vectors -> (Int, Int32) in
+                let n = readv(fd, vectors, Int32(vectors.count))
+                return (n, n < 0 ? errno : 0)
+            }) else { return .failed }
+            (count, error) = result
+        } else {
+            count = read(fd, buffer.baseAddress, buffer.count)
+            if count < 0 { error = errno }
+            if count >= buffer.count { count = Int.max } // may have been cut short: too large
+        }
+
+        if count < 0 {
+            if error == EAGAIN || error == EWOULDBLOCK { return .wouldBlock }
+            if error == EINTR { return .dropped }
+            s.statistics.rxErrors += 1
+            return .failed
+        }
+        if count == 0 {
+            // End of file: the other end of a socket went away. A TAP never does this.
+            s.statistics.rxErrors += 1
+            return .failed
+        }
+        guard count >= VirtioNetHeader.size else {
+            s.statistics.rxErrors += 1
+            return .dropped
+        }
+        guard count <= capacity else {
+            s.statistics.rxDroppedTooLarge += 1
+            return .dropped
+        }
+
+        // How much of the packet each chain holds.
+        var lengths: [Int] = []
+        var left = count
+        for chainCapacity in capacities where left > 0 {
+            let take = min(chainCapacity, left)
+            lengths.append(take)
+            left -= take
+        }
+        if !zeroCopy {
+            var offset = 0
+            for (index, take) in lengths.enumerated() {
+                var writer = s.parked[index].writer()
+                // Safe: offset + take ≤ count < buffer.count.
+                let piece = UnsafeRawBufferPointer(rebasing: buffer[offset ..< offset + take])
+                guard (try? writer.write(bytes: piece)) != nil else { return .failed }
+                offset += take
+            }
+        }
+
+        guard finishHeader(in: first, chains: lengths.count, offloads: s.receiveOffloads) else {
+            s.statistics.rxDroppedUnsupported += 1
+            return .dropped
+        }
+        for (index, take) in lengths.enumerated() {
+            do throws(VirtqueueError) {
+                try s.queues[NetDevice.receiveQueue].addUsed(head: s.parked[index].head, length: UInt32(take))
+            } catch {
+                s.parked.removeFirst(index)
+                return .failed
+            }
+        }
+        s.parked.removeFirst(lengths.count)
+        s.statistics.rxPackets += 1
+        s.statistics.rxBytes += UInt64(count - VirtioNetHeader.size)
+        return .delivered
+    }
+
+    /// Takes receive chains from the ring until there is one (or, with mergeable buffers,
+    /// room for the largest packet). Chains too small for a header go straight back with
+    /// length 0. Returns false if the ring is broken.
+    private func fillReceiveChains(_ s: inout State, mergeable: Bool) -> Bool {
+        let queue = NetDevice.receiveQueue
+        var capacity = s.parked.reduce(0) { $0 + Int($1.writableLength) }
+        while s.parked.count < NetDevice.maxParkedChains,
+              s.parked.isEmpty || (mergeable && capacity < NetDevice.maxPacketLength) {
+            let chain: DescriptorChain
+            do throws(VirtqueueError) {
+                guard let next = try s.queues[queue].popAvailable() else { return true }
+                chain = next
+            } catch {
+                if error.isStructural { return false }
+                continue // the queue returned the malformed chain and counted it
+            }
+            guard chain.writableLength >= UInt32(VirtioNetHeader.size) else {
+                s.statistics.rxMalformedBuffers += 1
+                do { try s.queues[queue].addUsed(head: chain.head, length: 0) } catch { return false }
+                continue
+            }
+            s.parked.append(chain)
+            capacity += Int(chain.writableLength)
+        }
+        return true
+    }
+
+    /// Checks the header the host wrote into `chain` against what the guest accepted, and
+    /// fills in what is ours to fill: `num_buffers`, and `flags` cleared without GUEST_CSUM.
+    private func finishHeader(in chain: DescriptorChain, chains: Int, offloads: TapOffloads) -> Bool {
+        var writer = chain.writer()
+        var header: [UInt8] = []
+        for piece in writer.segments(maxBytes: VirtioNetHeader.size) {
+            guard let bytes = try? chain.memory.readBytes(at: piece.address, count: Int(piece.length)) else { return false }
+            header += bytes
+        }
+        guard header.count == VirtioNetHeader.size else { return false }
+        var flags = header[0]
+        if !offloads.contains(.checksum) {
+            // Without GUEST_CSUM the device "MUST set flags to zero"; a partial checksum the
+            // guest cannot finish makes the packet useless.
+            guard flags & VirtioNetHeader.needsChecksum == 0 else { return false }
+            flags = 0
+        }
+        guard VirtioNetHeader.allows(gsoType: header[1], tso4: offloads.contains(.tso4),
+                                     tso6: offloads.contains(.tso6), ecn: offloads.contains(.tsoECN))
+        else { return false }
+        do throws(VirtqueueError) {
+            try writer.writeLE(flags)
+            try writer.advance(by: VirtioNetHeader.numBuffersOffset - 1)
+            try writer.writeLE(UInt16(chains))
+        } catch {
+            return false
+        }
+        return true
+    }
+}
