@@ -1,0 +1,188 @@
+import GuestMemory
+import Synchronization
+import Virtio
+
+/// A virtio block device (type 2) backed by a raw disk image: sector *n* of the guest's disk is
+/// bytes `512·n ..< 512·(n+1)` of the file, nothing more clever than that.
+///
+/// One request queue. Each request is a 16-byte header (type, reserved, sector), then data,
+/// then one status byte that the device writes last. Reads and writes go straight between the
+/// file and guest memory with `preadv`/`pwritev` — the guest's own pages are the I/O buffers.
+///
+/// The guest is not trusted: every length, direction and sector range is checked before a
+/// byte moves, with overflow-checked arithmetic, and a request that breaks a rule fails alone
+/// (IOERR, or UNSUPP for things we do not implement) while the queue carries on. A chain
+/// without a header or without room for a status byte cannot even be answered; it goes back
+/// with a used length of 0.
+///
+/// Durability: writes land in the host's page cache (a writeback cache, in virtio terms) and
+/// FLUSH turns into `fdatasync`. A driver that does not negotiate FLUSH believes writes are
+/// stable when they complete, so for it every write is followed by `fdatasync`.
+///
+/// The image's size is read once, at open: capacity = size / 512, rounded down. The bytes of
+/// a final partial sector are never read or written (`ignoredTrailingBytes` says how many).
+/// An empty image is allowed and makes a disk of 0 sectors, which Linux shows as a
+/// zero-sized vdX: legal, useless, and not worth refusing.
+public final class BlockDevice: VirtioDevice {
+    /// Bytes per sector. The protocol's unit, whatever `blk_size` says.
+    public static let sectorSize = 512
+    /// The one queue's maximum size.
+    public static let queueSize: UInt16 = 256
+    /// GET_ID answers this many bytes, NUL-padded.
+    public static let idBytes = 20
+    /// Data segments per request: a whole queue minus the header and the status descriptors,
+    /// so that even a driver without indirect descriptors can build the largest request.
+    public static let maxSegments = UInt32(queueSize) - 2
+    /// Limits for DISCARD and WRITE_ZEROES (in sectors and segments per request). 1 GiB per
+    /// segment keeps the write-zeroes fallback (writing real zeros) to a bounded time.
+    public static let maxDiscardSectors: UInt32 = 1 << 21
+    public static let maxDiscardSegments: UInt32 = 16
+    public static let maxWriteZeroesSectors: UInt32 = 1 << 21
+    /// Linux never merges write-zeroes requests, so it never sends more than one segment.
+    public static let maxWriteZeroesSegments: UInt32 = 1
+    /// Discards are worth aligning to 4 KiB: filesystems free whole blocks, and punching a
+    /// smaller hole only zeroes bytes.
+    public static let discardSectorAlignment: UInt32 = 8
+
+    public let configuration: BlockConfiguration
+    /// The disk's size in 512-byte sectors.
+    public let capacity: UInt64
+    /// Bytes at the end of the image that do not fill a whole sector and are ignored.
+    public let ignoredTrailingBytes: Int
+    public var isReadOnly: Bool { configuration.readOnly }
+
+    public let deviceType: UInt32 = VirtioDeviceID.block
+    public let queueMaxSizes: [UInt16] = [BlockDevice.queueSize]
+    public let offeredFeatures: UInt64
+    /// `struct virtio_blk_config` up to `write_zeroes_may_unmap` (and its padding). Nothing in
+    /// it changes while the device lives, so it is built once.
+    public let configSpace: [UInt8]
+
+    let file: ImageFile
+    /// The GET_ID answer: the serial, NUL-padded to 20 bytes.
+    let id: [UInt8]
+
+    struct State {
+        var queues: [Queue] = []
+        var features: UInt64 = 0
+        var interrupt: VirtioInterrupt?
+        /// The filesystem refused PUNCH_HOLE / ZERO_RANGE once; do not ask again.
+        var punchHoleUnsupported = false
+        var zeroRangeUnsupported = false
+        /// An `fdatasync` failed. Linux reports a writeback error to one `fdatasync` and then
+        /// forgets it, so a later one can succeed although the data never reached the disk.
+        /// From the first failure on, every flush fails: the guest must not hear "stable" about
+        /// writes that may be gone.
+        var syncFailed = false
+    }
+
+    let state = Mutex(State())
+    let counters = Mutex(BlockStatistics())
+
+    /// Opens the image described by `configuration`. Throws a `BlockError` that names the file.
+    public init(_ configuration: BlockConfiguration) throws(BlockError) {
+        var id = [UInt8](repeating: 0, count: Self.idBytes)
+        if let serial = configuration.serial {
+            let bytes = Array(serial.utf8)
+            guard bytes.count <= Self.idBytes else { throw .serialTooLong(serial) }
+            id.replaceSubrange(0 ..< bytes.count, with: bytes)
+        }
+        self.id = id
+        self.configuration = configuration
+        file = try ImageFile.open(path: configuration.path, readOnly: configuration.readOnly)
+        capacity = file.size / UInt64(Self.sectorSize)
+        ignoredTrailingBytes = Int(file.size % UInt64(Self.sectorSize))
+
+        var features = BlockFeature.segMax | BlockFeature.blockSize | BlockFeature.flush
+        if configuration.readOnly {
+            features |= BlockFeature.readOnly
+        } else {
+            features |= BlockFeature.discard | BlockFeature.writeZeroes
+        }
+        offeredFeatures = features
+        configSpace = Self.makeConfigSpace(capacity: capacity, readOnly: configuration.readOnly)
+    }
+
+    static func makeConfigSpace(capacity: UInt64, readOnly: Bool) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: BlockConfigOffset.size)
+        func put<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+            for i in 0 ..< MemoryLayout<T>.size { bytes[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) }
+        }
+        put(capacity, at: BlockConfigOffset.capacity)
+        put(maxSegments, at: BlockConfigOffset.segMax)
+        put(UInt32(sectorSize), at: BlockConfigOffset.blockSize)
+        // Geometry and topology stay zero (not offered); writeback is 0 and only meaningful
+        // with CONFIG_WCE, which we do not offer either.
+        put(UInt16(1), at: BlockConfigOffset.numQueues)
+        if !readOnly {
+            put(maxDiscardSectors, at: BlockConfigOffset.maxDiscardSectors)
+            put(maxDiscardSegments, at: BlockConfigOffset.maxDiscardSegments)
+            put(discardSectorAlignment, at: BlockConfigOffset.discardSectorAlignment)
+            put(maxWriteZeroesSectors, at: BlockConfigOffset.maxWriteZeroesSectors)
+            put(maxWriteZeroesSegments, at: BlockConfigOffset.maxWriteZeroesSegments)
+            // A write-zeroes request with the unmap flag may punch a hole.
+            put(UInt8(1), at: BlockConfigOffset.writeZeroesMayUnmap)
+        }
+        return bytes
+    }
+
+    // MARK: - What tests and the launcher can see
+
+    /// Everything counted so far.
+    public var statistics: BlockStatistics { counters.withLock { $0 } }
+
+    /// The request queue's own counters (malformed chains the queue rejected before the
+    /// device saw them are counted there), or `nil` before activation.
+    public var queueStatistics: QueueStatistics? { state.withLock { $0.queues.first?.statistics } }
+
+    /// The features the driver accepted (0 before activation and after a reset).
+    public var negotiatedFeatures: UInt64 { state.withLock { $0.features } }
+
+    // MARK: - VirtioDevice
+
+    public func activate(features: UInt64, memory: GuestMemory, queues: [Queue],
+                         interrupt: VirtioInterrupt) throws(DeviceActivationError) {
+        state.withLock { state in
+            state.queues = queues
+            state.features = features
+            state.interrupt = interrupt
+        }
+    }
+
+    public func reset() {
+        state.withLock { state in
+            state.queues = []
+            state.features = 0
+            state.interrupt = nil
+        }
+    }
+
+    /// Drains the queue: every available request is served in order and completed, then the
+    /// guest gets (at most) one interrupt for the batch. Requests are served synchronously on
+    /// the calling thread, under the device lock, so a second kick waits for the first drain.
+    public func processQueue(_ index: Int) {
+        state.withLock { state in
+            guard state.queues.indices.contains(index) else { return }
+            while true {
+                let chain: DescriptorChain
+                do throws(VirtqueueError) {
+                    guard let next = try state.queues[index].popAvailable() else { break }
+                    chain = next
+                } catch {
+                    // A malformed chain was already handed back (used length 0) and counted by
+                    // the queue; go on. A structural error broke the queue: it has asked for a
+                    // reset and refuses work until then.
+                    if error.isStructural { break }
+                    continue
+                }
+                let used = serve(chain, state: &state)
+                do throws(VirtqueueError) {
+                    try state.queues[index].addUsed(head: chain.head, length: used)
+                } catch {
+                    if error.isStructural { break }
+                }
+            }
+            state.queues[index].notifyGuestIfNeeded()
+        }
+    }
+}
