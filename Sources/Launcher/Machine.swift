@@ -150,6 +150,7 @@ public final class Machine: Sendable {
 
     /// Starts the guest and blocks until it stops; returns why.
     public func run() throws(LaunchError) -> StopReason {
+        Terminal.unblockTerminatingSignals()
         Terminal.enterRawMode()
         defer { Terminal.restore() }
         try watchConsoleInput()

@@ -18,6 +18,18 @@ enum Terminal {
 
     static var inputIsTerminal: Bool { isatty(0) == 1 }
 
+    /// The signals that end lguest. A parent can hand us a mask that blocks them (test runners
+    /// and some supervisors do), and a blocked SIGTERM would leave the VM running forever.
+    static let terminatingSignals = [SIGTERM, SIGINT, SIGHUP, SIGQUIT]
+
+    /// Unblocks `terminatingSignals` for this thread and every thread it starts afterwards.
+    static func unblockTerminatingSignals() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in terminatingSignals { sigaddset(&set, signal) }
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
     /// Puts standard input into raw mode if it is a terminal, and arranges for it to be restored.
     static func enterRawMode() {
         guard inputIsTerminal, tcgetattr(0, &saved) == 0 else { return }
@@ -27,7 +39,7 @@ enum Terminal {
         guard tcsetattr(0, TCSANOW, &raw) == 0 else { return }
         isRaw = true
         atexit { Terminal.restore() }
-        for signal in [SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGSEGV, SIGBUS, SIGILL, SIGABRT, SIGFPE, SIGTRAP] {
+        for signal in terminatingSignals + [SIGSEGV, SIGBUS, SIGILL, SIGABRT, SIGFPE, SIGTRAP] {
             var action = sigaction()
             action.__sigaction_handler.sa_handler = { number in
                 Terminal.restore()

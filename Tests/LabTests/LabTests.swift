@@ -148,24 +148,41 @@ struct LabFailure: Error, CustomStringConvertible {
     var description: String
 }
 
-enum BootScenario {
+/// The boot checks: modern, classic, reboot and panic runs.
+let BootScenario = LabScenario(name: "boot", guestInit: "check-init.sh")
+/// The virtio checks: block, read-only block, rng and console, in one run named "virtio".
+let VirtioScenario = LabScenario(name: "virtio", guestInit: "virtio-init.sh")
+
+/// One scenario script (Lab/scenarios/NAME.sh) run once in the lab for all the tests that ask.
+final class LabScenario: Sendable {
+    let name: String
+    let guestInit: String
     /// The scenario's outcome: the log's lines, or why there is no log. Started by the first
     /// test that asks; the others wait for the same run.
-    private static let outcome = Task<Result<[String], LabFailure>, Never> { await runScenario() }
+    private let outcome: Task<Result<[String], LabFailure>, Never>
 
-    /// The run `name` (modern, classic, reboot, panic) of the shared scenario.
-    static func run(_ name: String) async throws -> GuestRun {
-        let lines = try await outcome.value.get()
-        return try parse(name, from: lines)
+    init(name: String, guestInit: String) {
+        self.name = name
+        self.guestInit = guestInit
+        outcome = Task { await Self.runScenario(name: name, guestInit: guestInit) }
     }
 
-    static let logDirectory = LabEnvironment.packageRoot.appendingPathComponent(".build/lab")
-    static var serialLog: URL { logDirectory.appendingPathComponent("boot-serial.log") }
-    static var labOutput: URL { logDirectory.appendingPathComponent("boot-lab.log") }
+    /// The run `name` of this scenario.
+    func run(_ run: String) async throws -> GuestRun {
+        let lines = try await outcome.value.get()
+        return try Self.parse(run, from: lines, serialLog: Self.serialLog(name))
+    }
 
-    static func parse(_ name: String, from lines: [String]) throws -> GuestRun {
+    /// The scenario's whole log, for checks outside any one run.
+    func lines() async throws -> [String] { try await outcome.value.get() }
+
+    static let logDirectory = LabEnvironment.packageRoot.appendingPathComponent(".build/lab")
+    static func serialLog(_ name: String) -> URL { logDirectory.appendingPathComponent("\(name)-serial.log") }
+    static func labOutput(_ name: String) -> URL { logDirectory.appendingPathComponent("\(name)-lab.log") }
+
+    static func parse(_ name: String, from lines: [String], serialLog: URL) throws -> GuestRun {
         guard let begin = lines.firstIndex(where: { $0.contains("LAB-BEGIN \(name) ") }) else {
-            throw LabFailure(description: "the scenario never started run \(name): see \(labOutput.path) and \(serialLog.path)")
+            throw LabFailure(description: "the scenario never started run \(name): see \(serialLog.path)")
         }
         let end = lines[begin...].firstIndex(where: { $0.contains("LAB-END \(name) ") }) ?? lines.count - 1
         let segment = Array(lines[begin...end])
@@ -184,7 +201,8 @@ enum BootScenario {
             context: "--- run \(name) (whole log: \(serialLog.path)) ---\n\(shown)\n---")
     }
 
-    private static func runScenario() async -> Result<[String], LabFailure> {
+    private static func runScenario(name: String, guestInit: String) async -> Result<[String], LabFailure> {
+        let serialLog = serialLog(name), labOutput = labOutput(name)
         let env = LabEnvironment.self
         let vmm = env.vmmBinary()
         guard FileManager.default.isExecutableFile(atPath: vmm) else {
@@ -202,8 +220,8 @@ enum BootScenario {
         let runTimeout = env.environment["LGUEST_LAB_RUN_TIMEOUT"] ?? "120"
         var arguments = [env.labScript.path, mode,
                          "--vmm", vmm,
-                         "--scenario", env.packageRoot.appendingPathComponent("Lab/scenarios/boot.sh").path,
-                         "--guest-init", env.packageRoot.appendingPathComponent("Lab/guest/check-init.sh").path,
+                         "--scenario", env.packageRoot.appendingPathComponent("Lab/scenarios/\(name).sh").path,
+                         "--guest-init", env.packageRoot.appendingPathComponent("Lab/guest/\(guestInit)").path,
                          "--env", "LAB_RUN_TIMEOUT=\(runTimeout)",
                          "--log", serialLog.path]
         if mode == "run" { arguments += ["--timeout", String(4 * (Int(runTimeout) ?? 120) + 300)] }
