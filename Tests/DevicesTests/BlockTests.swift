@@ -167,7 +167,10 @@ import Virtio
         let rig = try BlockRig(sectors: 16, features: everything)
         #expect(try rig.write(sector: 2, blockPattern(1024, seed: 4)).status == BlockStatus.ok)
         #expect(try rig.write(sector: 8, blockPattern(512, seed: 5)).status == BlockStatus.ok)
-        #expect(rig.device.statistics.syncs == 2)
+        #expect(try rig.writeZeroes([blockSegment(sector: 9, sectors: 1)]).status == BlockStatus.ok)
+        #expect(try rig.discard([blockSegment(sector: 10, sectors: 1)]).status == BlockStatus.ok)
+        // Both writes and the zeroing were synced; a discard promises nothing to sync.
+        #expect(rig.device.statistics.syncs == 3)
     }
 
     // MARK: - GET_ID

@@ -237,7 +237,13 @@ extension BlockDevice {
             let error = isDiscard ? discard(range, state: &state) : zero(range, state: &state)
             if let error { return .fail(.hostIO, errno: error.code) }
         }
-        return .ok
+        // Zeroing is a write like any other: without FLUSH it must be stable when it completes.
+        var completion = BlockCompletion.ok
+        if !isDiscard, state.features & BlockFeature.flush == 0 {
+            completion.syncs = 1
+            if let error = sync(state: &state) { completion.fail(.hostIO, errno: error.code) }
+        }
+        return completion
     }
 
     private static func isUnsupported(_ error: SystemError) -> Bool {
@@ -297,6 +303,7 @@ extension BlockDevice {
                     iovecs.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: buffer.baseAddress), iov_len: take))
                     left -= take
                 }
+                // Safe: the iovec array lives for the call; each entry covers at most `chunk` bytes.
                 return iovecs.withUnsafeBufferPointer { file.pwritev($0, at: range.offset + done) }
             }
             switch result {
@@ -384,6 +391,7 @@ extension BlockDevice {
     static func withIovecs<R>(memory: GuestMemory, pieces: ArraySlice<GuestBuffer>, collected: inout [iovec],
                               _ body: (UnsafeBufferPointer<iovec>) -> R) -> R? {
         guard let piece = pieces.first else {
+            // Safe: every iovec in `collected` points into a view an enclosing call still lends.
             return collected.withUnsafeBufferPointer { body($0) }
         }
         do {

@@ -91,11 +91,13 @@ final class ImageFile: Sendable {
 
     /// Reads into the buffers of `iovecs` from byte `offset`. Returns the bytes read (0 at EOF).
     func preadv(_ iovecs: UnsafeBufferPointer<iovec>, at offset: UInt64) -> Result<Int, SystemError> {
+        // Safe: the caller lends `iovecs`, and the buffers they describe, for the whole call.
         retryingEINTR { Glibc.preadv(fd, iovecs.baseAddress, Int32(iovecs.count), off_t(offset)) }
     }
 
     /// Writes the buffers of `iovecs` at byte `offset`. Returns the bytes written.
     func pwritev(_ iovecs: UnsafeBufferPointer<iovec>, at offset: UInt64) -> Result<Int, SystemError> {
+        // Safe: the caller lends `iovecs`, and the buffers they describe, for the whole call.
         retryingEINTR { Glibc.pwritev(fd, iovecs.baseAddress, Int32(iovecs.count), off_t(offset)) }
     }
 
