@@ -19,7 +19,7 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         var bytes: [UInt8] = []
         for part in parts {
-            guard part.utf8.count == 2, let byte = UInt8(part, radix: 16) else { break }
+            guard part.utf8.count == 2, part.utf8.allSatisfy(\.isHexDigit), let byte = UInt8(part, radix: 16) else { break }
             bytes.append(byte)
         }
         guard parts.count == 6, bytes.count == 6 else {
@@ -73,6 +73,13 @@ public struct MACAddress: Hashable, Sendable, CustomStringConvertible {
             let hex = String(byte, radix: 16)
             return hex.count == 1 ? "0" + hex : hex
         }.joined(separator: ":")
+    }
+}
+
+private extension UInt8 {
+    /// An ASCII hex digit (`UInt8(_:radix:)` alone would also take a sign).
+    var isHexDigit: Bool {
+        (0x30 ... 0x39).contains(self) || (0x41 ... 0x46).contains(self) || (0x61 ... 0x66).contains(self)
     }
 }
 
