@@ -50,3 +50,8 @@ int lg_open(const char *path, int flags, unsigned int mode) {
 int lg_set_thread_name(pthread_t thread, const char *name) {
     return pthread_setname_np(thread, name);
 }
+
+int lg_fallocate(int fd, int mode, long long offset, long long length) {
+    int r = fallocate(fd, mode, (off_t)offset, (off_t)length);
+    return r < 0 ? -errno : r;
+}

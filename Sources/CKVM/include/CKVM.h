@@ -83,6 +83,8 @@ long lg_gettid(void);
 long lg_raw_syscall0(long number);
 int lg_open(const char *path, int flags, unsigned int mode);
 int lg_set_thread_name(pthread_t thread, const char *name);
+/// fallocate(2), which <fcntl.h> declares only under _GNU_SOURCE. Returns 0 or -errno.
+int lg_fallocate(int fd, int mode, long long offset, long long length);
 
 // MARK: - Ordering on shared memory (the guest's virtqueues).
 // On x86-64 acquire loads and release stores are plain moves; what matters is that the

@@ -1,3 +1,4 @@
+import CKVM
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -108,19 +109,10 @@ final class ImageFile: Sendable {
 
     /// `fallocate(2)` on `[offset, offset + length)`.
     func fallocate(mode: Int32, offset: UInt64, length: UInt64) -> Result<Void, SystemError> {
-        guard let call = Self.fallocateFunction else { return .failure(SystemError(code: ENOSYS)) }
-        return retryingEINTR { Int(call(fd, mode, off_t(offset), off_t(length))) }.map { _ in () }
+        retryingEINTR { () -> Int in
+            let result = lg_fallocate(fd, mode, Int64(offset), Int64(length))
+            if result < 0 { errno = -result; return -1 }
+            return Int(result)
+        }.map { _ in () }
     }
-
-    typealias FallocateFunction = @convention(c) (Int32, Int32, off_t, off_t) -> Int32
-
-    /// glibc's `fallocate`, looked up once by name. Swift's Glibc module does not declare it
-    /// (it sits behind _GNU_SOURCE in <fcntl.h>), and the C shim is not ours to extend here;
-    /// the symbol has been in glibc since 2.10. A missing symbol reads as ENOSYS, which the
-    /// callers already treat as "not supported here".
-    private static let fallocateFunction: FallocateFunction? = {
-        guard let symbol = dlsym(nil, "fallocate") else { return nil }
-        // Safe: glibc's fallocate has exactly this C signature (int, int, off_t, off_t) -> int.
-        return unsafeBitCast(symbol, to: FallocateFunction.self)
-    }()
 }
