@@ -56,6 +56,7 @@ final class PacketBuffer: @unchecked Sendable {
     let bytes: UnsafeMutableRawBufferPointer
 
     init(count: Int) {
+        // Safe: freshly allocated, initialized at once, freed only in deinit.
         bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
         bytes.initializeMemory(as: UInt8.self, repeating: 0)
     }

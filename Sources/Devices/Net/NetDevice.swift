@@ -339,6 +339,7 @@ public final class NetDevice: VirtioDevice {
         let outcome: (written: Int, error: Int32)
         if pieces.count <= GuestIOVectors.maxVectors {
             let result = GuestIOVectors.with(pieces, in: chain.memory) { vectors -> (Int, Int32) in
+                // Safe: each iovec covers a readable guest buffer the chain walk checked, valid until `with` returns.
                 let n = writev(fd, vectors, Int32(vectors.count))
                 return (n, n < 0 ? errno : 0)
             }
@@ -356,6 +357,7 @@ public final class NetDevice: VirtioDevice {
                 s.statistics.txMalformed += 1
                 return
             }
+            // Safe: `staging` holds exactly `length` bytes of the host buffer.
             let n = write(fd, staging.baseAddress, length)
             outcome = (n, n < 0 ? errno : 0)
         }
@@ -447,11 +449,14 @@ public final class NetDevice: VirtioDevice {
             // The spill buffer after the guest's buffers takes whatever does not fit, so an
             // oversized packet shows up as a count above `capacity` and never overruns a chain.
             guard let result = GuestIOVectors.with(segments, in: first.memory, extra: buffer, { vectors -> (Int, Int32) in
+                // Safe: the iovecs cover the chains' writable buffers (checked by the chain walk)
+                // and the host buffer, all valid until `with` returns; the kernel writes no more.
                 let n = readv(fd, vectors, Int32(vectors.count))
                 return (n, n < 0 ? errno : 0)
             }) else { return .failed }
             (count, error) = result
         } else {
+            // Safe: reads at most `buffer.count` bytes into the host buffer.
             count = read(fd, buffer.baseAddress, buffer.count)
             if count < 0 { error = errno }
             if count >= buffer.count { count = Int.max } // may have been cut short: too large

@@ -119,8 +119,7 @@ public final class Tap: PacketEndpoint {
         let fd = lg_open("/dev/net/tun", O_RDWR | O_NONBLOCK | O_CLOEXEC, 0)
         guard fd >= 0 else { throw .tunUnavailable(errno: -fd) }
 
-        let shownName = requested ?? Tap.defaultNamePattern
-        var request = tapRequest(named: shownName)
+        var request = tapRequest(named: requested ?? Tap.defaultNamePattern)
         var flags = Int32(IFF_TAP) | Int32(IFF_NO_PI) | Int32(IFF_VNET_HDR)
         // A named device we create must be new: without TUN_EXCL the kernel would quietly
         // attach us to an existing device of that name.
@@ -130,7 +129,7 @@ public final class Tap: PacketEndpoint {
         let result = lg_ioctl_pointer(fd, LG_TUNSETIFF, &request)
         guard result >= 0 else {
             close(fd)
-            throw Tap.setIFFError(-result, name: shownName, create: create)
+            throw Tap.setIFFError(-result, name: requested, create: create)
         }
         let actual = tapInterfaceName(request)
 
@@ -222,14 +221,15 @@ public final class Tap: PacketEndpoint {
         }
     }
 
-    private static func setIFFError(_ code: Int32, name: String, create: Bool) -> TapError {
+    private static func setIFFError(_ code: Int32, name: String?, create: Bool) -> TapError {
+        let shown = name ?? Tap.defaultNamePattern
         switch (code, create) {
-        case (EBUSY, true), (EEXIST, true): return .alreadyExists(name)
-        case (EBUSY, false): return .busy(name)
-        case (EINVAL, false): return .notATap(name)
-        case (EINVAL, true): return .invalidName(name, reason: "the kernel refused it")
-        case (_, true): return .failed("cannot create TAP device \(name)", errno: code)
-        case (_, false): return .failed("cannot attach to TAP device \(name)", errno: code)
+        case (EBUSY, true), (EEXIST, true): return .alreadyExists(shown)
+        case (EBUSY, false): return .busy(shown)
+        case (EINVAL, false): return .notATap(shown)
+        case (EINVAL, true): return .invalidName(shown, reason: "the kernel refused it")
+        case (_, true): return .failed(name.map { "cannot create TAP device \($0)" } ?? "cannot create a TAP device", errno: code)
+        case (_, false): return .failed("cannot attach to TAP device \(shown)", errno: code)
         }
     }
 }
