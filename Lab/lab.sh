@@ -12,8 +12,9 @@ CACHE=${LGUEST_LAB_CACHE:-$HOME/.cache/lguest-lab}
 
 # What the lab installs from Debian, and the command each package provides.
 PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools"
-# The kernel modules L2 needs for /dev/kvm (their dependencies are resolved from the modules).
-L2_MODULES="irqbypass kvm kvm-amd"
+# The kernel modules L2 needs: kvm for /dev/kvm, tun for the VMM's TAP devices (their
+# dependencies are resolved from the modules).
+L2_MODULES="irqbypass kvm kvm-amd tun"
 # The modules a guest initramfs carries unless told otherwise: every virtio driver the VMM
 # offers over virtio-mmio, and pvpanic so that a guest panic reaches the VMM.
 GUEST_MODULES="virtio_ring virtio virtio_mmio virtio_blk failover net_failover virtio_net virtio_console virtio-rng pvpanic pvpanic-mmio"

@@ -17,7 +17,7 @@ final class EventLoop: Sendable {
     }
 
     /// Calls `handler` on the I/O thread whenever `fd` is readable (level-triggered: the handler
-    /// must drain what it can, or it is called again).
+    /// must drain what it can, or it is called again). Watching a descriptor again replaces its handler.
     /// Returns false if `fd` cannot be watched because it is always ready (a regular file or
     /// /dev/null: epoll refuses those with EPERM).
     @discardableResult
@@ -26,7 +26,7 @@ final class EventLoop: Sendable {
         var event = epoll_event()
         event.events = EPOLLIN.rawValue
         event.data.fd = fd
-        guard epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) == 0 else {
+        guard epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) == 0 || errno == EEXIST else {
             handlers.withLock { $0[fd] = nil }
             if errno == EPERM { return false }
             throw .setup("epoll_ctl(\(fd)): \(String(cString: strerror(errno)))")

@@ -16,6 +16,7 @@ public enum LaunchError: Error, CustomStringConvertible {
     case kvm(KVMError)
     case setup(String)
     case disk(BlockError)
+    case network(TapError)
 
     public var description: String {
         switch self {
@@ -32,6 +33,8 @@ public enum LaunchError: Error, CustomStringConvertible {
         case let .setup(why):
             return why
         case let .disk(error):
+            return error.description
+        case let .network(error):
             return error.description
         }
     }

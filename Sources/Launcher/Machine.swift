@@ -53,9 +53,12 @@ public final class Machine: Sendable {
         for disk in configuration.disks {
             do throws(BlockError) { devices.append(try BlockDevice(disk)) } catch { throw .disk(error) }
         }
-        if !configuration.networks.isEmpty {
-            throw .badOption("network devices are not available yet: remove --tunnet/--net")
+        var networks: [NetDevice] = []
+        for network in configuration.networks {
+            do throws(TapError) { networks.append(try NetDevice(configuration: network)) }
+            catch { throw .network(error) }
         }
+        devices += networks as [any VirtioDevice]
         if configuration.rng { devices.append(RngDevice()) }
         self.console = console
         let windows = devices.indices.map(VirtioWiring.window(for:))
@@ -100,6 +103,15 @@ public final class Machine: Sendable {
             slots.append(try VirtioWiring.attach(device, index: index, vm: vm, memory: memory, events: events))
         }
         virtio = slots
+        // A network device reads its TAP only while the guest has posted receive buffers; it says
+        // when, and the I/O thread watches or ignores the TAP accordingly.
+        for network in networks {
+            let events = self.events
+            network.setTapReadableHandler { [unowned network] wanted in
+                if wanted { _ = try? events.watch(network.tapDescriptor) { network.tapReadable() } }
+                else { events.unwatch(network.tapDescriptor) }
+            }
+        }
         let power = self.power
         do {
             ports = try Bus([

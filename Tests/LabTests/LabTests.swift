@@ -152,6 +152,8 @@ struct LabFailure: Error, CustomStringConvertible {
 let BootScenario = LabScenario(name: "boot", guestInit: "check-init.sh")
 /// The virtio checks: block, read-only block, rng and console, in one run named "virtio".
 let VirtioScenario = LabScenario(name: "virtio", guestInit: "virtio-init.sh")
+/// The network checks: a TAP made by lguest's --tunnet, pinged and fetched from by the guest.
+let NetScenario = LabScenario(name: "net", guestInit: "net-init.sh")
 
 /// One scenario script (Lab/scenarios/NAME.sh) run once in the lab for all the tests that ask.
 final class LabScenario: Sendable {

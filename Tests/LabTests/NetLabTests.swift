@@ -1,0 +1,38 @@
+import Foundation
+import Testing
+
+/// The stock kernel's virtio-net driver on a TAP device lguest creates (`--tunnet=192.0.2.1`),
+/// checked from inside the guest (Lab/guest/net-init.sh).
+@Suite(.enabled(if: LabEnvironment.enabled, "LGUEST_LAB=skip: the lab tests were asked to skip"))
+struct NetLabTests {
+    static func report() async throws -> (run: GuestRun, values: [String: String]) {
+        let run = try await NetScenario.run("net")
+        var values: [String: String] = [:]
+        for line in try await NetScenario.lines() {
+            for (marker, prefix) in [("LGUEST-NET ", ""), ("LAB-NET ", "host-")] {
+                guard let start = line.range(of: marker) else { continue }
+                for pair in line[start.upperBound...].split(separator: " ") {
+                    let kv = pair.split(separator: "=", maxSplits: 1)
+                    if kv.count == 2 { values[prefix + String(kv[0])] = String(kv[1]) }
+                }
+            }
+        }
+        return (run, values)
+    }
+
+    @Test("the guest pings the host end of the TAP")
+    func ping() async throws {
+        let (run, v) = try await Self.report()
+        #expect(run.exitStatus == 0, "\(run.context)")
+        #expect(v["ping-received"] == "3", "\(run.context)")
+        let mac = v["mac"] ?? ""
+        #expect(mac.split(separator: ":").count == 6, "eth0 has a MAC address\n\(run.context)")
+    }
+
+    @Test("the guest fetches a 256 KiB file over TCP from a server on the host, intact")
+    func tcpFetch() async throws {
+        let (run, v) = try await Self.report()
+        let payload = try #require(v["host-payload"], "the scenario printed no payload checksum\n\(run.context)")
+        #expect(v["fetched"] == payload, "\(run.context)")
+    }
+}
