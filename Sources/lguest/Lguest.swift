@@ -107,7 +107,7 @@ struct Run: ParsableCommand {
         let disks = disk.map(parseDisk)
         let networks = net.map { option in
             do throws(NetConfigurationError) { return try NetConfiguration(option: option) }
-            catch { fail("--net \(option): \(error)") }
+            catch { fail(error.description) }
         }
         let configuration = VMConfiguration(
             kernelPath: kernel, initrdPath: initrd, commandLine: cmdline,

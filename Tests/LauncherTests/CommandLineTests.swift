@@ -106,6 +106,15 @@ struct GuestLifecycleTests {
         #expect(result.stderr.contains("panicked"))
     }
 
+    @Test func virtioWindowsAnswerOnTheMMIOBus() throws {
+        // The guest reads the first virtio-mmio window's magic ("virt") and prints its bytes.
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.printVirtioMagic()), name: "tiny.elf")
+        let image = try Tool.temporaryFile([UInt8](repeating: 0, count: 1 << 20), name: "disk.img")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64", "--rng", "--disk", image, "--console", "virtio"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("virt"))
+    }
+
     @Test func severalVCPUsStartAndTheBootProcessorStillRuns() throws {
         let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff("smp\n")), name: "tiny.elf")
         let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64", "--cpus", "4"])
@@ -169,9 +178,20 @@ struct GuestLifecycleTests {
         try expectRefusal(["run", "--kernel", tinyKernel, "--cpus", "100000"], mentioning: ["vCPUs"])
     }
 
-    @Test func virtioOptionsNotYetAvailable() throws {
-        try expectRefusal(["run", "--kernel", tinyKernel, "--rng"], mentioning: ["rng"])
-        try expectRefusal(["--block=/tmp/disk.img", "64", tinyKernel], mentioning: ["block"])
+    @Test func badDisks() throws {
+        try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "/nonexistent/disk.img"], mentioning: ["/nonexistent/disk.img", "does not exist"])
+        try expectRefusal(["--block=/tmp", "64", tinyKernel], mentioning: ["/tmp", "directory"])
+        let image = try Tool.temporaryFile([UInt8](repeating: 0, count: 4096), name: "disk.img")
+        try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "\(image),sideways"], mentioning: ["sideways"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--disk", ",readonly"], mentioning: ["path"])
+    }
+
+    @Test func badNetworks() throws {
+        try expectRefusal(["run", "--kernel", tinyKernel, "--net", "tap=lg0,mac=zz:00:00:00:00:01"], mentioning: ["mac"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--net", "tap=lg0,mac=01:00:5e:00:00:01"], mentioning: ["multicast"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--net", "bridge=br0"], mentioning: ["bridge", "tap"])
+        try expectRefusal(["--tunnet=999.1.2.3", "64", tinyKernel], mentioning: ["999.1.2.3"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--net", "tap=no-such-tap-xyz"], mentioning: ["no-such-tap-xyz"])
     }
 
     @Test func usageErrorsExit64() throws {

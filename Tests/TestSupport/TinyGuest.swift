@@ -68,6 +68,16 @@ public enum TinyGuest {
     /// Tells the pvpanic device the kernel panicked.
     public static func panic() -> [UInt8] { print("panicking\n") + out(0x505, 1) + spin }
 
+    /// Reads the 32-bit magic value of the virtio-mmio window at 0xD000_0000 and prints its
+    /// four bytes on COM1 (a working transport prints "virt"), then powers off.
+    public static func printVirtioMagic() -> [UInt8] {
+        let shiftEAXRight8: [UInt8] = [0xC1, 0xE8, 0x08]
+        let printLowByte = outDXAL + shiftEAXRight8
+        return movEBX(0xD000_0000) + [0x8B, 0x03] // mov eax, [rbx]
+            + movDX(0x3F8) + printLowByte + printLowByte + printLowByte + printLowByte
+            + print("\n") + out(0x600, 0x34) + spin
+    }
+
     /// Resets through the keyboard controller, like `reboot=k`.
     public static func rebootThroughKeyboardController() -> [UInt8] { out(0x64, 0xFE) + spin }
 }
