@@ -187,7 +187,7 @@ struct GuestLifecycleTests {
     }
 
     @Test func badNetworks() throws {
-        try expectRefusal(["run", "--kernel", tinyKernel, "--net", "tap=lg0,mac=zz:00:00:00:00:01"], mentioning: ["mac"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--net", "tap=lg0,mac=zz:00:00:00:00:01"], mentioning: ["MAC", "zz:00:00:00:00:01"])
         try expectRefusal(["run", "--kernel", tinyKernel, "--net", "tap=lg0,mac=01:00:5e:00:00:01"], mentioning: ["multicast"])
         try expectRefusal(["run", "--kernel", tinyKernel, "--net", "bridge=br0"], mentioning: ["bridge", "tap"])
         try expectRefusal(["--tunnet=999.1.2.3", "64", tinyKernel], mentioning: ["999.1.2.3"])
