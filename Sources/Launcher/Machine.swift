@@ -118,7 +118,8 @@ public final class Machine: Sendable {
                 Bus.window(UInt64(PlatformPorts.com1), UInt64(PlatformPorts.com1Length), serial),
                 Bus.window(UInt64(PlatformPorts.i8042Data), 5, I8042(power: power)),
                 Bus.window(0x80, 1, DebugPort()),
-                Bus.window(UInt64(PlatformPorts.pvpanic), 1, PanicDevice(power: power)),
+                Bus.window(UInt64(PlatformPorts.pvpanic), 1, PanicDevice(
+                    power: power, capabilities: PlatformPorts.pvpanicCapabilities, panicked: PlatformPorts.pvpanicPanicked)),
                 Bus.window(UInt64(PlatformPorts.sleepControl), 3, ACPIPowerDevice(
                     power: power,
                     sleepControlOffset: 0,

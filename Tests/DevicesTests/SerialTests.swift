@@ -97,7 +97,7 @@ final class Pulses: Sendable {
 
     @Test func pvpanicReportsCapabilitiesAndPanics() {
         let power = PowerControl()
-        let device = PanicDevice(power: power)
+        let device = PanicDevice(power: power, capabilities: 0x03, panicked: 0x01)
         var capabilities: UInt8 = 0
         withUnsafeMutableBytes(of: &capabilities) { device.read(offset: 0, into: $0) }
         #expect(capabilities == 0x03)

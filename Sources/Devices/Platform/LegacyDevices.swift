@@ -50,20 +50,27 @@ public final class ACPIPowerDevice: BusDevice {
 /// The pvpanic device (ACPI `QEMU0001`): a one-byte port. Reading it tells the guest which
 /// events we understand; the guest's panic notifier writes bit 0 when the kernel panics.
 public final class PanicDevice: BusDevice {
-    static let panicked: UInt8 = 1 << 0
-    static let crashLoaded: UInt8 = 1 << 1
+    /// The events the device reports it understands (read back by the guest at probe time).
+    let capabilities: UInt8
+    /// The bit the guest writes when its kernel panics.
+    let panicked: UInt8
     private let power: PowerControl
 
-    public init(power: PowerControl) { self.power = power }
+    /// `capabilities` and `panicked` come from the platform's definition (the ACPI tables
+    /// describe the same device); a crash kernel being loaded is not a reason to stop.
+    public init(power: PowerControl, capabilities: UInt8, panicked: UInt8) {
+        self.power = power
+        self.capabilities = capabilities
+        self.panicked = panicked
+    }
 
     public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
         for i in data.indices { data[i] = 0 }
-        if !data.isEmpty { data[0] = Self.panicked | Self.crashLoaded }
+        if !data.isEmpty { data[0] = capabilities }
     }
 
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
-        // A crash kernel being loaded (bit 1) is no reason to stop: kdump will take over.
-        if let value = data.first, value & Self.panicked != 0 { power.requestStop(.guestPanic) }
+        if let value = data.first, value & panicked != 0 { power.requestStop(.guestPanic) }
     }
 }
 
