@@ -4,6 +4,7 @@ import Devices
 import Firmware
 import GuestMemory
 import KVM
+import Synchronization
 import Virtio
 #if canImport(Glibc)
 import Glibc
@@ -40,8 +41,10 @@ public final class Machine: Sendable {
         let system: KVMSystem
         do { system = try KVMSystem() } catch { throw .kvm(error) }
 
+        let memory: GuestMemory
         do { memory = try GuestMemory(layout: MemoryMap.ramRegions(bytes: configuration.memoryMiB << 20)) }
         catch { throw .memory(error) }
+        self.memory = memory
 
         // The virtio devices, each opening what it serves (an image file, a TAP device) now,
         // so that a missing disk is a clean refusal rather than a surprise after boot.
@@ -79,19 +82,16 @@ public final class Machine: Sendable {
                                    rsdp: rsdp, into: memory)
         } catch { throw .kernel(path: configuration.kernelPath, error) }
 
-        do {
-            vm = try system.createVM()
+        let vm = try Self.kvm {
+            let vm = try system.createVM()
             try vm.createPlatform(tssAddress: MemoryMap.kvmTSS)
             try vm.map(memory)
-        } catch let error as SystemCallError {
-            throw .kvm(.call(error))
-        } catch {
-            throw .kvm(error as! KVMError)
+            return vm
         }
+        self.vm = vm
 
         // The platform devices, each where the ACPI tables said it would be.
         power = PowerControl()
-        let vm = self.vm
         let serialInterrupt: EventFD
         do {
             serialInterrupt = try EventFD()
@@ -132,21 +132,24 @@ public final class Machine: Sendable {
 
         // The vCPUs, all created before any runs: the boot processor wakes the others with
         // INIT/SIPI as soon as it gets going, and a vCPU that does not exist yet would miss it.
-        var vcpus: [VCPU] = []
-        do {
+        vcpus = try Self.kvm {
             let cpuid = try system.supportedCPUID()
-            for id in 0..<configuration.cpus {
+            return try (0..<configuration.cpus).map { id in
                 let vcpu = try vm.createVCPU(id: id)
                 try vcpu.configure(cpuid: cpuid.forVCPU(id: id, count: configuration.cpus))
                 if id == 0 { try vcpu.enter(entry) }
-                vcpus.append(vcpu)
+                return vcpu
             }
-        } catch let error as SystemCallError {
-            throw .kvm(.call(error))
-        } catch {
-            throw .kvm(error as! KVMError)
         }
-        self.vcpus = vcpus
+    }
+
+    /// Runs a sequence of KVM calls, whose errors come as `KVMError` (opening, creating) or
+    /// `SystemCallError` (one ioctl), and reports either as a `LaunchError`.
+    private static func kvm<T>(_ body: () throws -> T) throws(LaunchError) -> T {
+        do { return try body() }
+        catch let error as KVMError { throw .kvm(error) }
+        catch let error as SystemCallError { throw .kvm(.call(error)) }
+        catch { throw .setup("\(error)") }
     }
 
     static func validate(_ c: VMConfiguration) throws(LaunchError) {
@@ -204,8 +207,6 @@ public final class Machine: Sendable {
         }
     }
 }
-
-import Synchronization
 
 /// The vCPU loop: run the guest until it exits to us, do what the exit asks, repeat.
 func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl) {
