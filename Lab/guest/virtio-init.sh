@@ -15,6 +15,12 @@ load-modules
 # Let udev-less device nodes appear.
 for _ in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/vdb ] && [ -c /dev/hvc0 ] && break; sleep 0.2; done
 
+# Only virtio-console carries this line: the serial console never sees the text. It goes first,
+# while nothing is waiting to drain through the UART: both consoles print to lguest's standard
+# output, and a serial line still being transmitted would be cut in two by it. (A write to hvc0
+# returns only once lguest has used the buffer, so the lines after it cannot overtake it.)
+echo "hvc0 says $(echo hello | tr a-z A-Z)" >/dev/hvc0
+
 pattern() { yes "lguest block pattern 0123456789abcdef" | head -c 1048576; }
 
 pattern >/tmp/pattern
@@ -30,9 +36,6 @@ else
 fi
 
 echo "LGUEST-VIRTIO rng=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null) hwrng=$(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
-
-# Only virtio-console carries this line: the serial console never sees the text.
-echo "hvc0 says $(echo hello | tr a-z A-Z)" >/dev/hvc0
 
 sync
 poweroff -f
