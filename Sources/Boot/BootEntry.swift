@@ -231,6 +231,11 @@ extension GuestMemory {
         do { try write(bytes, at: address) } catch { throw .memory(error) }
     }
 
+    /// `write(bytes:at:)` with the error the boot layer throws: one copy, no staging array.
+    func bootWrite(_ bytes: UnsafeRawBufferPointer, at address: GuestAddress) throws(BootError) {
+        do { try write(bytes: bytes, at: address) } catch { throw .memory(error) }
+    }
+
     /// `zero(at:length:)` with the error the boot layer throws.
     func bootZero(at address: GuestAddress, length: UInt64) throws(BootError) {
         do { try zero(at: address, length: length) } catch { throw .memory(error) }

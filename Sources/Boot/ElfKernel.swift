@@ -44,9 +44,9 @@ struct ElfKernel {
     /// The end of the highest segment: the kernel's footprint, for placing the initrd above it.
     var end: GuestAddress { segments.map(\.end).max() ?? Layout.kernelLoad }
 
-    static func isELF(_ image: [UInt8]) -> Bool { image.starts(with: magic) }
+    static func isELF(_ image: UnsafeRawBufferPointer) -> Bool { image.starts(with: magic) }
 
-    init(image: [UInt8]) throws(BootError) {
+    init(image: UnsafeRawBufferPointer) throws(BootError) {
         let file = ImageBytes(image)
         guard UInt64(image.count) >= Constant.headerSize else { throw .elfTruncatedHeader(fileSize: image.count) }
         // The header is all there, so the `?? 0`s below never happen.
@@ -96,7 +96,7 @@ struct ElfKernel {
                 guard let notes = file.slice(offset: offset, length: fileSize) else {
                     throw .elfSegmentOutsideFile(index: index, offset: offset, size: fileSize, fileSize: image.count)
                 }
-                if let found = try Self.pvhEntry(inNotes: Array(notes), segment: index) { pvhEntry = found }
+                if let found = try Self.pvhEntry(inNotes: notes, segment: index) { pvhEntry = found }
             default:
                 continue
             }
@@ -115,7 +115,7 @@ struct ElfKernel {
 
     /// Walks the notes of one PT_NOTE segment (`Elf64_Nhdr`: namesz, descsz, type, then name
     /// and descriptor, each padded to 4 bytes) looking for Xen's PHYS32_ENTRY.
-    private static func pvhEntry(inNotes notes: [UInt8], segment: Int) throws(BootError) -> GuestAddress? {
+    private static func pvhEntry(inNotes notes: UnsafeRawBufferPointer, segment: Int) throws(BootError) -> GuestAddress? {
         let bytes = ImageBytes(notes)
         var cursor: UInt64 = 0
         // A trailing run shorter than a note header is padding.
@@ -155,11 +155,11 @@ struct ElfKernel {
     }
 
     /// Copies each segment into guest memory and zeroes its bss. Call `checkPlacement` first.
-    func load(from image: [UInt8], into memory: GuestMemory) throws(BootError) {
+    func load(from image: UnsafeRawBufferPointer, into memory: GuestMemory) throws(BootError) {
         for segment in segments {
             // Both ranges were checked when the image was parsed and placed.
             let start = Int(segment.fileOffset)
-            try memory.bootWrite(image[start..<(start + Int(segment.fileSize))], at: segment.address)
+            try memory.bootWrite(UnsafeRawBufferPointer(rebasing: image[start..<(start + Int(segment.fileSize))]), at: segment.address)
             try memory.bootZero(at: segment.address + segment.fileSize,
                                 length: segment.memorySize - segment.fileSize)
         }

@@ -4,10 +4,13 @@
 /// names a byte offset (a `UInt64`, because ELF offsets are 64-bit), checks `offset + size`
 /// against the file without overflowing, and returns `nil` when any byte is missing. Values are
 /// assembled byte by byte, so alignment never matters and no pointer is involved.
+///
+/// It views bytes it does not own (a file read into memory, a note segment within it): the
+/// caller keeps them alive while the image is parsed and loaded.
 struct ImageBytes {
-    let bytes: [UInt8]
+    let bytes: UnsafeRawBufferPointer
 
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    init(_ bytes: UnsafeRawBufferPointer) { self.bytes = bytes }
 
     var count: Int { bytes.count }
 
@@ -34,9 +37,9 @@ struct ImageBytes {
     func u64(_ offset: UInt64) -> UInt64? { read(UInt64.self, at: offset) }
 
     /// The bytes `[offset, offset + length)`, or `nil` if any is missing.
-    func slice(offset: UInt64, length: UInt64) -> ArraySlice<UInt8>? {
+    func slice(offset: UInt64, length: UInt64) -> UnsafeRawBufferPointer? {
         guard contains(offset: offset, length: length) else { return nil }
-        return bytes[Int(offset)..<Int(offset + length)]
+        return UnsafeRawBufferPointer(rebasing: bytes[Int(offset)..<Int(offset + length)])
     }
 }
 

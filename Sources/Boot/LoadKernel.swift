@@ -15,6 +15,23 @@ import GuestMemory
 /// The image may be any bytes at all: a malformed one gets a `BootError`, never a trap.
 public func loadKernel(image: [UInt8], initrd: [UInt8]?, commandLine: String, rsdp: GuestAddress?,
                        into memory: GuestMemory) throws(BootError) -> BootEntry {
+    let result: Result<BootEntry, BootError> = image.withUnsafeBytes { image in
+        let load = { (initrd: UnsafeRawBufferPointer?) -> Result<BootEntry, BootError> in
+            do throws(BootError) {
+                return .success(try loadKernel(image: image, initrd: initrd, commandLine: commandLine,
+                                               rsdp: rsdp, into: memory))
+            } catch { return .failure(error) }
+        }
+        guard let initrd else { return load(nil) }
+        return initrd.withUnsafeBytes { load($0) }
+    }
+    return try result.get()
+}
+
+/// The same, for images the caller holds in memory of its own (a file read at start-up): the
+/// bytes are only read, and only while this runs.
+public func loadKernel(image: UnsafeRawBufferPointer, initrd: UnsafeRawBufferPointer?, commandLine: String,
+                       rsdp: GuestAddress?, into memory: GuestMemory) throws(BootError) -> BootEntry {
     guard !image.isEmpty else { throw .emptyImage }
     guard memory.contains(GuestAddress(0), length: Layout.firmwareHoleEnd.rawValue) else { throw .lowMemoryMissing }
     let e820 = try E820Entry.map(for: memory)
@@ -32,7 +49,7 @@ public func loadKernel(image: [UInt8], initrd: [UInt8]?, commandLine: String, rs
 
 // MARK: - bzImage
 
-private func load(bzImage header: SetupHeader, image: [UInt8], initrd: [UInt8]?, commandLine: String,
+private func load(bzImage header: SetupHeader, image: UnsafeRawBufferPointer, initrd: UnsafeRawBufferPointer?, commandLine: String,
                   rsdp: GuestAddress?, e820: [E820Entry], into memory: GuestMemory) throws(BootError) -> BootEntry {
     let maximumCommandLine = min(Int(header.commandLineSize), Int(Layout.commandLineCapacity) - 1)
     let commandLineBytes = try checkedCommandLine(commandLine, maximum: maximumCommandLine)
@@ -65,7 +82,7 @@ private func load(bzImage header: SetupHeader, image: [UInt8], initrd: [UInt8]?,
     // unpacks itself to 16 MiB, which is why we checked above that the guest has that much
     // room plus init_size: running out of memory half-way through decompression is a much
     // less helpful error message than ours.
-    try memory.bootWrite(image[header.protectedModeOffset...], at: Layout.kernelLoad)
+    try memory.bootWrite(UnsafeRawBufferPointer(rebasing: image[header.protectedModeOffset...]), at: Layout.kernelLoad)
 
     var zeroPage = ZeroPage(header: header, image: image)
     zeroPage.fill(commandLine: Layout.commandLine,
@@ -85,7 +102,7 @@ private func load(bzImage header: SetupHeader, image: [UInt8], initrd: [UInt8]?,
 /// COMMAND_LINE_SIZE is 2048 including the NUL, and the kernel silently truncates beyond it.
 let elfCommandLineMaximum = 2047
 
-private func load(elf kernel: ElfKernel, image: [UInt8], initrd: [UInt8]?, commandLine: String,
+private func load(elf kernel: ElfKernel, image: UnsafeRawBufferPointer, initrd: UnsafeRawBufferPointer?, commandLine: String,
                   rsdp: GuestAddress?, e820: [E820Entry], into memory: GuestMemory) throws(BootError) -> BootEntry {
     try kernel.checkPlacement(in: memory)
     let commandLineBytes = try checkedCommandLine(commandLine, maximum: elfCommandLineMaximum)

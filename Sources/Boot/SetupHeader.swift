@@ -64,6 +64,14 @@ public struct SetupHeader: Equatable, Sendable {
 
     /// Reads and checks the header of `image`, which may be anything at all.
     public init(image: [UInt8]) throws(BootError) {
+        let result: Result<SetupHeader, BootError> = image.withUnsafeBytes { bytes in
+            do throws(BootError) { return .success(try SetupHeader(image: bytes)) } catch { return .failure(error) }
+        }
+        self = try result.get()
+    }
+
+    /// Reads and checks the header of `image`, which may be anything at all.
+    public init(image: UnsafeRawBufferPointer) throws(BootError) {
         let file = ImageBytes(image)
         // Which kind of not-a-bzImage is it? Tell a damaged kernel from a random file.
         let bootFlag = file.u16(Offset.bootFlag)

@@ -29,7 +29,7 @@ struct ZeroPage {
     /// A zero page for a bzImage: zeroes, then the setup header copied from the image to the
     /// same offsets, exactly as boot.rst's 64-bit protocol says. The decompressor reads
     /// kernel_alignment and init_size from here, so this copy is not optional.
-    init(header: SetupHeader, image: [UInt8]) {
+    init(header: SetupHeader, image: UnsafeRawBufferPointer) {
         page.set(bytes: image[Offset.setupHeader..<header.headerEnd], at: Offset.setupHeader)
         page.set(UInt32(Layout.kernelLoad.rawValue), at: Offset.code32Start)
     }

@@ -56,6 +56,12 @@ public enum PlatformPorts {
     public static let wakeStatus: UInt8 = 1 << 7
     /// The byte the guest writes to `sleepControl` to power off: 0x34.
     public static let s5PowerOff: UInt8 = (s5SleepType << 2) & 0x1C | sleepEnable
+
+    /// The boot timer: a one-byte port with no driver and no ACPI description. Whatever a guest
+    /// writes here (its /init, typically, as its first act) is timestamped by the VMM, so a
+    /// boot can be measured from the moment lguest started to the moment the guest's userspace
+    /// ran. The value written is reported with the time, so a guest can mark several points.
+    public static let bootTimer: UInt16 = 0x440
 }
 
 /// Interrupt lines (GSIs, which are IOAPIC pins here) of the platform devices.

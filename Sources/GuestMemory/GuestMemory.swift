@@ -78,18 +78,45 @@ public final class GuestMemory: @unchecked Sendable {
         }
         var mapped: [GuestRegion] = []
         for (start, size) in sorted {
-            let pointer = mmap(nil, Int(size), PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
-            guard let pointer, pointer != MAP_FAILED else {
+            guard let pointer = Self.mapAligned(size: size) else {
                 let error = errno
                 for region in mapped { munmap(region.host, Int(region.size)) }
                 throw .mapFailed(size: size, errno: error)
             }
-            // A child process (a helper we spawn) must never inherit the guest's memory.
-            madvise(pointer, Int(size), MADV_DONTFORK)
             mapped.append(GuestRegion(start: start, size: size, host: pointer))
         }
         regions = mapped
+    }
+
+    /// The alignment of each region's host mapping: a transparent huge page.
+    static let hugePageSize = 2 << 20
+
+    /// Maps `size` bytes of anonymous memory starting on a 2 MiB boundary, or returns nil with
+    /// errno set. The Launcher reads the kernel and initrd into such memory too. Unmap it with
+    /// `munmap(pointer, size)`.
+    ///
+    /// Guest RAM backed by 2 MiB pages costs the guest fewer TLB misses (KVM maps it with large
+    /// pages too), and the kernel image we copy in at start-up faults in 7 pages rather than
+    /// 3,500. A huge page can only back a 2 MiB-aligned range, so we reserve 2 MiB more than
+    /// needed and give back the unaligned head and tail.
+    public static func mapAligned(size: UInt64) -> UnsafeMutableRawPointer? {
+        let (reserved, overflow) = Int(size).addingReportingOverflow(hugePageSize)
+        guard !overflow else { errno = ENOMEM; return nil }
+        guard let raw = mmap(nil, reserved, PROT_READ | PROT_WRITE,
+                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0),
+              raw != MAP_FAILED else { return nil }
+        let address = UInt(bitPattern: raw)
+        let aligned = (address + UInt(hugePageSize - 1)) & ~UInt(hugePageSize - 1)
+        let head = Int(aligned - address), tail = reserved - head - Int(size)
+        if head > 0 { munmap(raw, head) }
+        // Safe: `aligned + size` and the tail lie inside the reservation just made.
+        let pointer = UnsafeMutableRawPointer(bitPattern: aligned)!
+        if tail > 0 { munmap(pointer + Int(size), tail) }
+        // Huge pages are a preference: a host with them off just gets 4 KiB pages.
+        madvise(pointer, Int(size), MADV_HUGEPAGE)
+        // A child process (a helper we spawn) must never inherit the guest's memory.
+        madvise(pointer, Int(size), MADV_DONTFORK)
+        return pointer
     }
 
     /// A single region of `size` bytes starting at guest-physical 0.
@@ -155,6 +182,12 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     public func write(_ bytes: some Collection<UInt8>, at address: GuestAddress) throws(GuestMemoryError) {
+        // Arrays and their slices (a whole kernel image, say) are copied straight in.
+        let direct: Result<Void, GuestMemoryError>? = bytes.withContiguousStorageIfAvailable { buffer in
+            do throws(GuestMemoryError) { try write(bytes: UnsafeRawBufferPointer(buffer), at: address); return .success(()) }
+            catch { return .failure(error) }
+        }
+        if let direct { return try direct.get() }
         let array = Array(bytes)
         let result: Result<Void, GuestMemoryError> = array.withUnsafeBytes { buffer in
             do throws(GuestMemoryError) { try write(bytes: buffer, at: address); return .success(()) }

@@ -16,6 +16,9 @@ public struct VMConfiguration: Sendable, Equatable {
     public var networks: [NetConfiguration]
     /// A virtio entropy device.
     public var rng: Bool
+    /// Print a line on standard error at each step of the boot (configuration read, VM built,
+    /// first KVM_RUN), timed from the process's start. Boot-timer marks are printed either way.
+    public var traceBoot: Bool = false
 
     public enum ConsoleKind: String, Sendable, Equatable, CaseIterable {
         /// The 16550 UART on COM1 (`console=ttyS0`).

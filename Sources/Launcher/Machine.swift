@@ -30,13 +30,14 @@ public final class Machine: Sendable {
     public init(_ configuration: VMConfiguration) throws(LaunchError) {
         self.configuration = configuration
         try Self.validate(configuration)
+        if configuration.traceBoot { printError(BootClock.line("trace: configuration read")) }
 
         // Journey 1: a configuration arrives. lguest's Launcher began life by mapping a chunk of
         // its own memory as the guest's "physical" memory and reading the kernel into it; we do
         // the same, except that KVM, not a kernel module of our own, is the Host. Files first:
         // if the kernel cannot even be read, nothing else is worth doing.
-        let kernel = try readWholeFile(configuration.kernelPath, what: "kernel")
-        let initrd = try configuration.initrdPath.map { path throws(LaunchError) in try readWholeFile(path, what: "initrd") }
+        let kernel = try LoadedFile(path: configuration.kernelPath, what: "kernel")
+        let initrd = try configuration.initrdPath.map { path throws(LaunchError) in try LoadedFile(path: path, what: "initrd") }
 
         let system: KVMSystem
         do { system = try KVMSystem() } catch { throw .kvm(error) }
@@ -78,8 +79,11 @@ public final class Machine: Sendable {
         }
         let entry: BootEntry
         do {
-            entry = try loadKernel(image: kernel, initrd: initrd, commandLine: commandLine,
-                                   rsdp: rsdp, into: memory)
+            // The files' bytes are borrowed, so the files must outlive the copy into the guest.
+            entry = try withExtendedLifetime((kernel, initrd)) { () throws(BootError) in
+                try loadKernel(image: kernel.bytes, initrd: initrd?.bytes, commandLine: commandLine,
+                               rsdp: rsdp, into: memory)
+            }
         } catch { throw .kernel(path: configuration.kernelPath, error) }
 
         let vm = try Self.kvm {
@@ -118,6 +122,9 @@ public final class Machine: Sendable {
                 Bus.window(UInt64(PlatformPorts.com1), UInt64(PlatformPorts.com1Length), serial),
                 Bus.window(UInt64(PlatformPorts.i8042Data), 5, I8042(power: power)),
                 Bus.window(0x80, 1, DebugPort()),
+                Bus.window(UInt64(PlatformPorts.bootTimer), 1, BootTimer { value in
+                    printError(BootClock.line("boot timer: the guest wrote 0x" + String(value, radix: 16)))
+                }),
                 Bus.window(UInt64(PlatformPorts.pvpanic), 1, PanicDevice(
                     power: power, capabilities: PlatformPorts.pvpanicCapabilities, panicked: PlatformPorts.pvpanicPanicked)),
                 Bus.window(UInt64(PlatformPorts.sleepControl), 3, ACPIPowerDevice(
@@ -141,6 +148,7 @@ public final class Machine: Sendable {
                 return vcpu
             }
         }
+        if configuration.traceBoot { printError(BootClock.line("trace: VM built")) }
     }
 
     /// Runs a sequence of KVM calls, whose errors come as `KVMError` (opening, creating) or
@@ -174,7 +182,9 @@ public final class Machine: Sendable {
         try spawnThread(name: "lguest-io") { events.run() }
         for vcpu in vcpus {
             let (ports, mmio, power) = (self.ports, self.mmio, self.power)
+            let trace = configuration.traceBoot && vcpu.id == 0
             try spawnThread(name: "lguest-vcpu\(vcpu.id)") {
+                if trace { printError(BootClock.line("trace: first KVM_RUN")) }
                 runVCPU(vcpu, ports: ports, mmio: mmio, power: power)
             }
         }

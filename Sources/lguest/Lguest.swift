@@ -103,16 +103,20 @@ struct Run: ParsableCommand {
     @Flag(help: "A virtio random number generator.")
     var rng = false
 
+    @Flag(help: "Print when each step of the boot happens, in ms since lguest started.")
+    var traceBoot = false
+
     func run() throws {
         let disks = disk.map(parseDisk)
         let networks = net.map { option in
             do throws(NetConfigurationError) { return try NetConfiguration(option: option) }
             catch { fail(error.description) }
         }
-        let configuration = VMConfiguration(
+        var configuration = VMConfiguration(
             kernelPath: kernel, initrdPath: initrd, commandLine: cmdline,
             memoryMiB: memory, cpus: cpus, console: console,
             disks: disks, networks: networks, rng: rng)
+        configuration.traceBoot = traceBoot
         try launch(configuration)
     }
 

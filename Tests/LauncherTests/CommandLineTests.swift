@@ -115,6 +115,30 @@ struct GuestLifecycleTests {
         #expect(result.stdout.contains("virt"))
     }
 
+    @Test func bootTimerMarksAreTimedFromTheProcessStart() throws {
+        // The guest marks twice on the boot-timer port, then powers off. Each mark is one line,
+        // in order, with a time since lguest started that is plausible for a tiny guest.
+        let code = TinyGuest.out(0x440, 0x01) + TinyGuest.out(0x440, 0x2a) + TinyGuest.helloThenPowerOff("timed\n")
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(code), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64", "--trace-boot"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        let marks = result.stderrLines.filter { $0.contains("boot timer") }
+        try #require(marks.count == 2, "stderr: \(result.stderr)")
+        #expect(marks[0].contains("the guest wrote 0x1 at "))
+        #expect(marks[1].contains("the guest wrote 0x2a at "))
+        let steps = result.stderrLines.map { line -> String in
+            String(line.split(separator: " at ").first ?? "")
+        }
+        #expect(steps == ["lguest: trace: configuration read", "lguest: trace: VM built", "lguest: trace: first KVM_RUN",
+                          "lguest: boot timer: the guest wrote 0x1", "lguest: boot timer: the guest wrote 0x2a"])
+        let times = result.stderrLines.compactMap { line in
+            line.split(separator: " at ").last?.split(separator: " ").first.flatMap { Double($0) }
+        }
+        #expect(times.count == 5)
+        #expect(times == times.sorted(), "marks out of order: \(times)")
+        #expect(times.allSatisfy { $0 > 0 && $0 < 60_000 }, "implausible times: \(times)")
+    }
+
     @Test func severalVCPUsStartAndTheBootProcessorStillRuns() throws {
         let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff("smp\n")), name: "tiny.elf")
         let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64", "--cpus", "4"])
