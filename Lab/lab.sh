@@ -11,7 +11,7 @@ REPO_DIR=$(dirname "$LAB_DIR")
 CACHE=${LGUEST_LAB_CACHE:-$HOME/.cache/lguest-lab}
 
 # What the lab installs from Debian, and the command each package provides.
-PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools"
+PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools gcc"
 # The kernel modules L2 needs: kvm for /dev/kvm, tun for the VMM's TAP devices (their
 # dependencies are resolved from the modules).
 L2_MODULES="irqbypass kvm kvm-amd tun"
@@ -299,6 +299,14 @@ add_libraries() { # STAGE PROGRAM
 
 hash_of() { sha256sum | cut -c1-16; }
 
+# The guest's own tools beside busybox: /bin/outb (Lab/guest/outb.c) writes an I/O port, for
+# the boot timer and the power registers.
+add_guest_tools() { # STAGE
+    command -v gcc >/dev/null || die "gcc not found: run Lab/$PROG setup"
+    gcc -static -nostdlib -Os -fno-stack-protector -fno-pie -no-pie -fcf-protection=none \
+        -o "$1/bin/outb" "$LAB_DIR/guest/outb.c" || die "cannot build $LAB_DIR/guest/outb.c"
+}
+
 # A guest (L3) initramfs. Cached by content.
 build_guest_initramfs() { # INIT OUT MODULES
     local init=$1 out=$2 modules=$3 key stage cached
@@ -306,7 +314,8 @@ build_guest_initramfs() { # INIT OUT MODULES
     key=$({
         echo "$KVER $modules"
         cat "$init"
-        declare -f add_busybox add_modules pack
+        declare -f add_busybox add_modules add_guest_tools pack
+        cat "$LAB_DIR/guest/outb.c"
         sha256sum /bin/busybox
     } | hash_of)
     cached=$CACHE/images/guest-$key.cpio.gz
@@ -314,6 +323,7 @@ build_guest_initramfs() { # INIT OUT MODULES
         stage=$(mktemp -d)
         add_busybox "$stage"
         add_modules "$stage" "$modules"
+        add_guest_tools "$stage"
         cp "$init" "$stage/init"
         chmod 755 "$stage/init"
         mkdir -p "$CACHE/images"
