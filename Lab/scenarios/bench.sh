@@ -37,9 +37,10 @@ run_timed() {
 
 lguest_boot() {
     run_timed "lguest-boot-$1" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" \
-        --cpus 1 --memory 256 --cmdline "$CMDLINE lguest.bench=boot"
+        --cpus 1 --memory 256 --trace-boot --cmdline "$CMDLINE lguest.bench=boot"
     timer=$(sed -n 's/.*boot timer: the guest wrote 0x1 at \([0-9.]*\) ms.*/\1/p' "$LAB_TMP/lguest-boot-$1.err")
-    echo "LAB-BENCH boot vmm=lguest run=$1 ms=$TIMED_MS exit=$TIMED_STATUS boot_timer_ms=${timer:-none}"
+    first=$(sed -n 's/.*trace: first KVM_RUN at \([0-9.]*\) ms.*/\1/p' "$LAB_TMP/lguest-boot-$1.err")
+    echo "LAB-BENCH boot vmm=lguest run=$1 ms=$TIMED_MS exit=$TIMED_STATUS boot_timer_ms=${timer:-none} first_kvm_run_ms=${first:-none}"
 }
 
 qemu_boot() {
@@ -66,9 +67,10 @@ while [ "$i" -le "$RUNS" ]; do
 done
 ours=$(grep 'vmm=lguest' "$LAB_TMP/boot.lines" | grep 'exit=0 ' | sed 's/.* ms=\([0-9]*\).*/\1/' | median)
 timer=$(grep 'vmm=lguest' "$LAB_TMP/boot.lines" | sed -n 's/.*boot_timer_ms=\([0-9.]*\).*/\1/p' | median)
+first=$(grep 'vmm=lguest' "$LAB_TMP/boot.lines" | sed -n 's/.*first_kvm_run_ms=\([0-9.]*\).*/\1/p' | median)
 theirs=$(grep 'vmm=qemu' "$LAB_TMP/boot.lines" | grep 'exit=3$' | sed 's/.* ms=\([0-9]*\).*/\1/' | median)
 ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "none" }')
-echo "LAB-BENCH-SUMMARY boot runs=$RUNS lguest_ms=$ours lguest_boot_timer_ms=$timer qemu_ms=$theirs ratio=$ratio"
+echo "LAB-BENCH-SUMMARY boot runs=$RUNS lguest_ms=$ours lguest_boot_timer_ms=$timer lguest_first_kvm_run_ms=$first qemu_ms=$theirs ratio=$ratio"
 
 # --- memory ---------------------------------------------------------------------------------
 

@@ -154,6 +154,8 @@ let BootScenario = LabScenario(name: "boot", guestInit: "check-init.sh")
 let VirtioScenario = LabScenario(name: "virtio", guestInit: "virtio-init.sh")
 /// The network checks: a TAP made by lguest's --tunnet, pinged and fetched from by the guest.
 let NetScenario = LabScenario(name: "net", guestInit: "net-init.sh")
+/// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
+let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
 /// One scenario script (Lab/scenarios/NAME.sh) run once in the lab for all the tests that ask.
 final class LabScenario: Sendable {
