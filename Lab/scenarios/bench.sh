@@ -75,13 +75,16 @@ echo "LAB-BENCH-SUMMARY boot runs=$RUNS lguest_ms=$ours lguest_boot_timer_ms=$ti
 # --- memory ---------------------------------------------------------------------------------
 
 # Resident memory of PID outside its guest RAM, in kB: every mapping's Rss, less the mappings
-# at least as large as the guest's RAM (one for lguest; QEMU's RAM block for QEMU).
+# at least as large as the guest's RAM (one for lguest; QEMU's RAM block for QEMU). Also the
+# anonymous part of it (heap, stacks, buffers): what each further VM costs, where the program's
+# file pages are shared between all the VMs that run it.
 rss_outside_guest() { # PID GUEST_KB
     awk -v guest="$2" '
         /^[0-9a-f]+-[0-9a-f]+ / { big = 0 }
         /^Size:/ { big = ($2 >= guest) }
         /^Rss:/ { total += $2; if (big) ram += $2 }
-        END { printf "rss_kb=%d guest_ram_kb=%d overhead_kb=%d\n", total, ram, total - ram }
+        /^Anonymous:/ { if (!big) anon += $2 }
+        END { printf "rss_kb=%d guest_ram_kb=%d overhead_kb=%d overhead_anon_kb=%d\n", total, ram, total - ram, anon }
     ' "/proc/$1/smaps"
 }
 
