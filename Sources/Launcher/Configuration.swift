@@ -16,6 +16,9 @@ public struct VMConfiguration: Sendable, Equatable {
     public var networks: [NetConfiguration]
     /// A virtio entropy device.
     public var rng: Bool
+    /// Once set up, run every thread under its seccomp filter, without capabilities
+    /// (docs/Sandbox.md). Off only for debugging.
+    public var sandbox: Bool
 
     public enum ConsoleKind: String, Sendable, Equatable, CaseIterable {
         /// The 16550 UART on COM1 (`console=ttyS0`).
@@ -26,7 +29,8 @@ public struct VMConfiguration: Sendable, Equatable {
 
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "",
                 memoryMiB: UInt64 = 256, cpus: Int = 1, console: ConsoleKind = .serial,
-                disks: [BlockConfiguration] = [], networks: [NetConfiguration] = [], rng: Bool = false) {
+                disks: [BlockConfiguration] = [], networks: [NetConfiguration] = [], rng: Bool = false,
+                sandbox: Bool = true) {
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
         self.commandLine = commandLine
@@ -36,6 +40,7 @@ public struct VMConfiguration: Sendable, Equatable {
         self.disks = disks
         self.networks = networks
         self.rng = rng
+        self.sandbox = sandbox
     }
 
     /// Limits the Launcher enforces.
