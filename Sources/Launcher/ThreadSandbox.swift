@@ -93,8 +93,6 @@ public enum ThreadSandbox {
             .allow(.rt_sigreturn),
             .allow(.rt_sigaction),
             .allow(.restart_syscall),
-            .allow(.sched_yield),
-            .allow(.clock_nanosleep),
             .allow(.getpid),
             .allow(.gettid),
             .allow(.tgkill, where: .equalInt(0, process)),

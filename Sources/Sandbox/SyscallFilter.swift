@@ -1,9 +1,9 @@
 import CKVM
 
 /// A seccomp policy for one thread: the system calls it may make, each with the argument
-/// values it may make them with. Anything else kills the whole process (`SECCOMP_RET_KILL_PROCESS`):
-/// a VMM thread that asks for something it never needs has been taken over, and a half-dead
-/// VMM is worse than none.
+/// values it may make them with. Anything else kills the whole process
+/// (`SECCOMP_RET_KILL_PROCESS`), not just the thread: a thread that asks for something it never
+/// needs has been taken over, and a VMM missing one of its threads would leave the guest hung.
 ///
 /// `program()` compiles the policy to classic BPF; `install()` applies it to the calling thread.
 /// Filters belong to a thread and are inherited by the threads it creates afterwards, so each
@@ -39,8 +39,9 @@ public struct SyscallFilter: Sendable {
     /// other meanings), refuse x32 numbers (the same table with bit 30 set), then one block per
     /// rule. Each block compares the number and skips itself with a long jump when it does not
     /// match; inside, every alternative is a run of argument comparisons that falls through to
-    /// ALLOW or jumps to the next alternative. Every block ends in a return, so the accumulator
-    /// holds the syscall number again at the start of the next one.
+    /// ALLOW or jumps to the next alternative. Argument loads happen only inside a block whose
+    /// number matched, and every such block ends in a return, so a block that is skipped leaves
+    /// the syscall number in the accumulator for the next comparison.
     public func program() -> [sock_filter] {
         var p = BPFProgram()
         p.load(offset: SeccompData.arch)
