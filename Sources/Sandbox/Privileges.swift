@@ -19,8 +19,9 @@ public enum Privileges {
     }
 
     /// Drops every capability: the ambient set, the bounding set when the thread may change it
-    /// (it needs CAP_SETPCAP, which a process without capabilities lacks and then has nothing
-    /// to drop anyway), and finally the effective, permitted and inheritable sets.
+    /// (that needs CAP_SETPCAP; without it the bounding set stays, which is harmless once
+    /// no_new_privs stops any execve from granting what it allows), and finally the effective,
+    /// permitted and inheritable sets.
     public static func dropCapabilities() throws(SandboxError) {
         // Ambient capabilities arrived in Linux 4.3; an older kernel has none to clear.
         let ambient = lg_prctl(PR_CAP_AMBIENT, UInt(PR_CAP_AMBIENT_CLEAR_ALL), 0, 0, 0)
@@ -47,7 +48,7 @@ public enum Privileges {
         guard result == 0 else { throw .systemCall("capset", errno: Int32(-result)) }
         let left = try current()
         guard left.effective == 0, left.permitted == 0, left.inheritable == 0 else {
-            throw .capabilityRemains("a capability")
+            throw .capabilitiesRemain(effective: left.effective, permitted: left.permitted)
         }
     }
 

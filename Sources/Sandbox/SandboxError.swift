@@ -7,8 +7,8 @@ import Glibc
 public enum SandboxError: Error, Equatable, CustomStringConvertible {
     /// `call` failed with `errno`.
     case systemCall(String, errno: Int32)
-    /// A capability was still there after it was dropped.
-    case capabilityRemains(String)
+    /// Capabilities were still there after capset emptied every set.
+    case capabilitiesRemain(effective: UInt64, permitted: UInt64)
 
     public var description: String {
         switch self {
@@ -16,8 +16,8 @@ public enum SandboxError: Error, Equatable, CustomStringConvertible {
             var hint = ""
             if code == EINVAL, call.hasPrefix("seccomp") { hint = " (does the kernel have CONFIG_SECCOMP_FILTER?)" }
             return "sandbox: \(call) failed: \(String(cString: strerror(code)))\(hint)"
-        case let .capabilityRemains(which):
-            return "sandbox: \(which) is still held after dropping every capability"
+        case let .capabilitiesRemain(effective, permitted):
+            return "sandbox: capabilities remain after dropping them all (effective 0x\(String(effective, radix: 16)), permitted 0x\(String(permitted, radix: 16)))"
         }
     }
 }
