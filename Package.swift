@@ -30,8 +30,10 @@ let package = Package(
         .target(name: "Virtio", dependencies: ["GuestMemory", "CKVM"]),
         // Platform devices (UART, i8042, pvpanic, ACPI power) and the virtio devices.
         .target(name: "Devices", dependencies: ["Virtio", "GuestMemory", "CKVM"]),
+        // Seccomp filters built in Swift, no_new_privs and dropping capabilities.
+        .target(name: "Sandbox", dependencies: ["CKVM"]),
         // A configuration value in, a running VM out.
-        .target(name: "Launcher", dependencies: ["KVM", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "CKVM"]),
+        .target(name: "Launcher", dependencies: ["KVM", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "Sandbox", "CKVM"]),
         // The command-line tool.
         .executableTarget(name: "lguest", dependencies: [
             "Launcher", "Devices",
@@ -40,6 +42,9 @@ let package = Package(
 
         // Tiny hand-assembled guests shared by the KVM and Launcher tests.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
+        // Installs one of lguest's real thread filters and makes one system call; SandboxTests
+        // runs it to see which calls kill the process.
+        .executableTarget(name: "SandboxProbe", dependencies: ["Launcher", "Sandbox", "CKVM"], path: "Tests/SandboxProbe"),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
@@ -48,6 +53,7 @@ let package = Package(
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "Boot", "GuestMemory", "CKVM", "TestSupport"]),
         .testTarget(name: "LauncherTests", dependencies: ["Launcher", "TestSupport"]),
+        .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Launcher", "SandboxProbe", "CKVM"]),
         .testTarget(name: "LabTests", dependencies: []),
         .testTarget(name: "DocsTests", dependencies: []),
     ]

@@ -34,6 +34,16 @@ long lg_seccomp_set_filter(unsigned int flags, const struct sock_fprog *program)
     return r < 0 ? -errno : r;
 }
 
+long lg_capget(struct __user_cap_header_struct *header, struct __user_cap_data_struct *data) {
+    long r = syscall(SYS_capget, header, data);
+    return r < 0 ? -errno : r;
+}
+
+long lg_capset(struct __user_cap_header_struct *header, const struct __user_cap_data_struct *data) {
+    long r = syscall(SYS_capset, header, data);
+    return r < 0 ? -errno : r;
+}
+
 long lg_gettid(void) { return syscall(SYS_gettid); }
 
 long lg_raw_syscall0(long number) {

@@ -19,6 +19,9 @@ public struct VMConfiguration: Sendable, Equatable {
     /// Print a line on standard error at each step of the boot (configuration read, VM built,
     /// first KVM_RUN), timed from the process's start. Boot-timer marks are printed either way.
     public var traceBoot: Bool = false
+    /// Once set up, run every thread under its seccomp filter, without capabilities
+    /// (docs/Sandbox.md). Off only for debugging.
+    public var sandbox: Bool
 
     public enum ConsoleKind: String, Sendable, Equatable, CaseIterable {
         /// The 16550 UART on COM1 (`console=ttyS0`).
@@ -29,7 +32,8 @@ public struct VMConfiguration: Sendable, Equatable {
 
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = "",
                 memoryMiB: UInt64 = 256, cpus: Int = 1, console: ConsoleKind = .serial,
-                disks: [BlockConfiguration] = [], networks: [NetConfiguration] = [], rng: Bool = false) {
+                disks: [BlockConfiguration] = [], networks: [NetConfiguration] = [], rng: Bool = false,
+                sandbox: Bool = true) {
         self.kernelPath = kernelPath
         self.initrdPath = initrdPath
         self.commandLine = commandLine
@@ -39,6 +43,7 @@ public struct VMConfiguration: Sendable, Equatable {
         self.disks = disks
         self.networks = networks
         self.rng = rng
+        self.sandbox = sandbox
     }
 
     /// Limits the Launcher enforces.

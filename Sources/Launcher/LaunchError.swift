@@ -3,6 +3,7 @@ import Devices
 import Firmware
 import GuestMemory
 import KVM
+import Sandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,6 +18,7 @@ public enum LaunchError: Error, CustomStringConvertible {
     case setup(String)
     case disk(BlockError)
     case network(TapError)
+    case sandbox(SandboxError)
 
     public var description: String {
         switch self {
@@ -35,6 +37,8 @@ public enum LaunchError: Error, CustomStringConvertible {
         case let .disk(error):
             return error.description
         case let .network(error):
+            return error.description
+        case let .sandbox(error):
             return error.description
         }
     }

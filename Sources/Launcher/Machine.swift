@@ -26,6 +26,8 @@ public final class Machine: Sendable {
     let console: ConsoleDevice?
     let virtio: [VirtioSlot]
     let events: EventLoop
+    /// The TAP descriptors, which vCPU threads may still reconfigure once sandboxed.
+    let taps: [CInt]
 
     public init(_ configuration: VMConfiguration) throws(LaunchError) {
         self.configuration = configuration
@@ -63,6 +65,7 @@ public final class Machine: Sendable {
             catch { throw .network(error) }
         }
         devices += networks as [any VirtioDevice]
+        taps = networks.map(\.tapDescriptor)
         if configuration.rng { devices.append(RngDevice()) }
         self.console = console
         let windows = devices.indices.map(VirtioWiring.window(for:))
@@ -178,16 +181,24 @@ public final class Machine: Sendable {
         Terminal.enterRawMode()
         defer { Terminal.restore() }
         try watchConsoleInput()
-        let events = self.events
-        try spawnThread(name: "lguest-io") { events.run() }
-        for vcpu in vcpus {
-            let (ports, mmio, power) = (self.ports, self.mmio, self.power)
+        // Setup is over: from here on no thread needs a capability, a new file or a new thread
+        // beyond the ones started below (docs/Sandbox.md).
+        let sandbox = try MachineSandbox(enabled: configuration.sandbox, vcpus: vcpus, taps: taps)
+        let events = self.events, power = self.power
+        try spawnThread(name: "lguest-io") {
+            guard enterThreadSandbox(sandbox.io, power: power) else { return }
+            events.run()
+        }
+        for (vcpu, filter) in zip(vcpus, sandbox.vcpus) {
+            let (ports, mmio) = (self.ports, self.mmio)
             let trace = configuration.traceBoot && vcpu.id == 0
             try spawnThread(name: "lguest-vcpu\(vcpu.id)") {
+                guard enterThreadSandbox(filter, power: power) else { return }
                 if trace { printError(BootClock.line("trace: first KVM_RUN")) }
                 runVCPU(vcpu, ports: ports, mmio: mmio, power: power)
             }
         }
+        try sandbox.confineMainThread()
         return power.waitForStop()
     }
 

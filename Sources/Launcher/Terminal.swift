@@ -30,6 +30,15 @@ enum Terminal {
         pthread_sigmask(SIG_UNBLOCK, &set, nil)
     }
 
+    /// Blocks `terminatingSignals` for this thread, so that the kernel delivers them to the
+    /// main thread instead: vCPU and I/O threads start with this.
+    static func blockTerminatingSignals() {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for signal in terminatingSignals { sigaddset(&set, signal) }
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+    }
+
     /// Puts standard input into raw mode if it is a terminal, and arranges for it to be restored.
     static func enterRawMode() {
         guard inputIsTerminal, tcgetattr(0, &saved) == 0 else { return }

@@ -1,4 +1,6 @@
 import CKVM
+import Devices
+import Sandbox
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,4 +22,17 @@ func spawnThread(name: String, _ body: @escaping @Sendable () -> Void) throws(La
     }
     _ = lg_set_thread_name(thread, String(name.prefix(15)))
     pthread_detach(thread)
+}
+
+/// The first thing a vCPU or I/O thread does: leave the terminating signals to the main thread
+/// (whose handler restores the terminal and whose filter expects it), then install the thread's
+/// filter, if it has one. A thread that cannot be confined stops the VM instead of running.
+func enterThreadSandbox(_ filter: SyscallFilter?, power: PowerControl) -> Bool {
+    Terminal.blockTerminatingSignals()
+    guard let filter else { return true }
+    do throws(SandboxError) { try filter.install() } catch {
+        power.requestStop(.failure(error.description))
+        return false
+    }
+    return true
 }

@@ -12,7 +12,7 @@ struct Lguest: ParsableCommand {
         commandName: "lguest",
         abstract: "Boot a Linux kernel in a KVM virtual machine.",
         usage: """
-            lguest [--initrd=FILE] [--block=FILE] [--tunnet=IP] [--rng] MEM_MB KERNEL [KERNEL ARGS...]
+            lguest [--initrd=FILE] [--block=FILE] [--tunnet=IP] [--rng] [--no-sandbox] MEM_MB KERNEL [KERNEL ARGS...]
               lguest run --kernel FILE [--initrd FILE] [--cmdline "..."] [--memory MiB] [--cpus N]
             """,
         discussion: """
@@ -47,6 +47,9 @@ struct Classic: ParsableCommand {
     @Flag(name: .customLong("rng"), help: "A virtio random number generator.")
     var rng = false
 
+    @Flag(name: .customLong("no-sandbox"), help: "Run without the seccomp filters and with the capabilities lguest started with (for debugging; docs/Sandbox.md).")
+    var noSandbox = false
+
     @Argument(help: ArgumentHelp("Guest memory in MiB.", valueName: "MEM_MB"))
     var memory: UInt64
 
@@ -65,7 +68,8 @@ struct Classic: ParsableCommand {
             kernelPath: kernel, initrdPath: initrd,
             commandLine: kernelArguments.isEmpty ? defaultCommandLine : kernelArguments.joined(separator: " "),
             memoryMiB: memory, cpus: 1,
-            disks: block.map { BlockConfiguration(path: $0) }, networks: networks, rng: rng)
+            disks: block.map { BlockConfiguration(path: $0) }, networks: networks, rng: rng,
+            sandbox: !noSandbox)
         try launch(configuration)
     }
 }
@@ -105,6 +109,8 @@ struct Run: ParsableCommand {
 
     @Flag(help: "Print when each step of the boot happens, in ms since lguest started.")
     var traceBoot = false
+    @Flag(name: .customLong("no-sandbox"), help: "Run without the seccomp filters and with the capabilities lguest started with (for debugging; docs/Sandbox.md).")
+    var noSandbox = false
 
     func run() throws {
         let disks = disk.map(parseDisk)
@@ -115,7 +121,7 @@ struct Run: ParsableCommand {
         var configuration = VMConfiguration(
             kernelPath: kernel, initrdPath: initrd, commandLine: cmdline,
             memoryMiB: memory, cpus: cpus, console: console,
-            disks: disks, networks: networks, rng: rng)
+            disks: disks, networks: networks, rng: rng, sandbox: !noSandbox)
         configuration.traceBoot = traceBoot
         try launch(configuration)
     }

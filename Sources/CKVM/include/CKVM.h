@@ -14,6 +14,8 @@
 #include <linux/seccomp.h>
 #include <linux/filter.h>
 #include <linux/audit.h>
+#include <linux/capability.h>
+#include <linux/futex.h>
 #include <net/if.h>
 #include <sys/eventfd.h>
 #include <sys/epoll.h>
@@ -22,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
+#include <sys/syscall.h>
 #include <termios.h>
 #include <pthread.h>
 #include <signal.h>
@@ -72,6 +75,12 @@ static const unsigned long LG_SIOCSIFNETMASK = SIOCSIFNETMASK;
 static const unsigned long LG_SIOCGIFFLAGS = SIOCGIFFLAGS;
 static const unsigned long LG_SIOCSIFFLAGS = SIOCSIFFLAGS;
 
+// MARK: - Seccomp and capabilities
+
+/// The architecture a seccomp filter must see in `seccomp_data.arch` (built from other macros,
+/// so Swift does not import it).
+static const uint32_t LG_AUDIT_ARCH_X86_64 = AUDIT_ARCH_X86_64;
+
 // MARK: - Variadic calls, made non-variadic. Each returns its result or -errno.
 
 int lg_ioctl(int fd, unsigned long request);
@@ -79,6 +88,10 @@ int lg_ioctl_value(int fd, unsigned long request, unsigned long value);
 int lg_ioctl_pointer(int fd, unsigned long request, void *argument);
 int lg_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5);
 long lg_seccomp_set_filter(unsigned int flags, const struct sock_fprog *program);
+/// capget(2) and capset(2), which glibc does not declare (libcap does). With pid 0 in the
+/// header they read and set the calling thread's capabilities.
+long lg_capget(struct __user_cap_header_struct *header, struct __user_cap_data_struct *data);
+long lg_capset(struct __user_cap_header_struct *header, const struct __user_cap_data_struct *data);
 long lg_gettid(void);
 long lg_raw_syscall0(long number);
 int lg_open(const char *path, int flags, unsigned int mode);

@@ -1,0 +1,131 @@
+import CKVM
+import KVM
+import Sandbox
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What each of lguest's threads may still do once the VM is set up. docs/Sandbox.md lists
+/// every system call below with the reason it is there; keep the two in step.
+///
+/// The order matters, because seccomp filters, capabilities and no_new_privs all belong to a
+/// thread and are inherited by the threads it creates:
+/// 1. Setup (files, TAP devices, KVM) runs on the main thread with whatever the user gave us.
+/// 2. The main thread sets no_new_privs and drops every capability; the threads it starts next
+///    inherit neither.
+/// 3. Each vCPU thread and the I/O thread installs its own filter before its loop.
+/// 4. The main thread installs its filter last, after it has started every thread.
+public enum ThreadSandbox {
+    /// Step 2: no set-user-ID surprises, no capabilities, for this thread and its future children.
+    public static func lockDown() throws(SandboxError) {
+        try Privileges.forbidNewPrivileges()
+        try Privileges.dropCapabilities()
+    }
+
+    /// A vCPU thread: KVM_RUN on its own vCPU, and what the devices it drives ask for when the
+    /// guest touches their registers — the serial port's output and interrupt, a virtio
+    /// device's activation and reset (TAP offloads, watching the TAP for input).
+    public static func vcpu(descriptor: CInt, taps: [CInt], process: pid_t) -> SyscallFilter {
+        var ioctl: [[ArgumentCheck]] = [[.equalInt(0, descriptor), .equal(1, UInt64(LG_KVM_RUN))]]
+        for tap in taps { ioctl.append([.equalInt(0, tap), .equal(1, UInt64(LG_TUNSETOFFLOAD))]) }
+        ioctl += restoreTerminal
+        return SyscallFilter([
+            .allow(.ioctl, whereAnyOf: ioctl),
+            .allow(.write),
+            .allow(.poll),
+            .allow(.epoll_ctl),
+        ] + runtime(process: process))
+    }
+
+    /// The I/O thread: the event loop and every device's queue work.
+    public static func io(process: pid_t) -> SyscallFilter {
+        SyscallFilter([
+            .allow(.epoll_wait),
+            .allow(.read),
+            .allow(.write),
+            .allow(.readv),
+            .allow(.writev),
+            .allow(.preadv),
+            .allow(.pwritev),
+            .allow(.fdatasync),
+            .allow(.fallocate),
+            .allow(.getrandom),
+            .allow(.epoll_ctl),
+            .allow(.poll),
+            .allow(.ioctl, whereAnyOf: restoreTerminal),
+        ] + runtime(process: process))
+    }
+
+    /// The main thread: it waits for a reason to stop, puts the terminal back, prints at most
+    /// one line and exits.
+    public static func main(process: pid_t) -> SyscallFilter {
+        SyscallFilter([
+            .allow(.ioctl, whereAnyOf: restoreTerminal),
+            .allow(.write),
+        ] + runtime(process: process))
+    }
+
+    /// `tcsetattr(0, TCSANOW, ...)`, that is TCSETS with a TCGETS on either side (glibc reads the
+    /// settings back to see whether they took): `Terminal.restore`, which a fatal signal's
+    /// handler may run on any thread.
+    static let restoreTerminal: [[ArgumentCheck]] = [
+        [.equalInt(0, 0), .equal(1, UInt64(TCSETS))],
+        [.equalInt(0, 0), .equal(1, UInt64(TCGETS))],
+    ]
+
+    /// What any thread does because glibc and the Swift runtime do it on its behalf: locks,
+    /// memory, signals, and leaving.
+    static func runtime(process: pid_t) -> [SyscallRule] {
+        let privateOrRealtime = UInt32(FUTEX_PRIVATE_FLAG | FUTEX_CLOCK_REALTIME)
+        let futexOperations = [FUTEX_WAIT, FUTEX_WAKE, FUTEX_WAIT_BITSET, FUTEX_WAKE_BITSET,
+                               FUTEX_LOCK_PI, FUTEX_LOCK_PI2, FUTEX_UNLOCK_PI, FUTEX_TRYLOCK_PI]
+        return [
+            .allow(.futex, whereAnyOf: futexOperations.map {
+                [.maskedInt(1, mask: ~privateOrRealtime, equals: UInt32($0))]
+            }),
+            .allow(.mmap, where: .bitsClear(2, UInt64(PROT_EXEC))),
+            .allow(.mprotect, where: .bitsClear(2, UInt64(PROT_EXEC))),
+            .allow(.munmap),
+            .allow(.mremap),
+            .allow(.madvise),
+            .allow(.brk),
+            .allow(.rt_sigprocmask),
+            .allow(.rt_sigreturn),
+            .allow(.rt_sigaction),
+            .allow(.restart_syscall),
+            .allow(.getpid),
+            .allow(.gettid),
+            .allow(.tgkill, where: .equalInt(0, process)),
+            .allow(.clock_gettime),
+            .allow(.exit),
+            .allow(.exit_group),
+        ]
+    }
+}
+
+/// One machine's filters, built on the main thread (building allocates; installing does not)
+/// before any of its threads starts. All nil when the sandbox is off.
+struct MachineSandbox: Sendable {
+    let io: SyscallFilter?
+    let vcpus: [SyscallFilter?]
+    let main: SyscallFilter?
+
+    /// Locks the process down (step 2) and builds every thread's filter.
+    init(enabled: Bool, vcpus: [VCPU], taps: [CInt]) throws(LaunchError) {
+        guard enabled else {
+            (io, main) = (nil, nil)
+            self.vcpus = vcpus.map { _ in nil }
+            return
+        }
+        do throws(SandboxError) { try ThreadSandbox.lockDown() } catch { throw .sandbox(error) }
+        let process = getpid()
+        io = ThreadSandbox.io(process: process)
+        self.vcpus = vcpus.map { ThreadSandbox.vcpu(descriptor: $0.descriptor.raw, taps: taps, process: process) }
+        main = ThreadSandbox.main(process: process)
+    }
+
+    /// Step 4: the main thread's own filter, once every other thread has started.
+    func confineMainThread() throws(LaunchError) {
+        do throws(SandboxError) { try main?.install() } catch { throw .sandbox(error) }
+    }
+}

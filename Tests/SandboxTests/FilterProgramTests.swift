@@ -1,0 +1,163 @@
+import CKVM
+import Foundation
+import Launcher
+import Sandbox
+import Testing
+
+/// Runs a classic BPF program the way the kernel runs a seccomp filter, over the instructions
+/// `SyscallFilter` emits (and nothing else: anything unknown fails the test).
+struct Interpreter {
+    struct Call {
+        var number: Int32
+        var arch = LG_AUDIT_ARCH_X86_64
+        var arguments: [UInt64] = [0, 0, 0, 0, 0, 0]
+    }
+
+    static func run(_ program: [sock_filter], _ call: Call) throws -> UInt32 {
+        var data = seccomp_data()
+        data.nr = call.number
+        data.arch = call.arch
+        withUnsafeMutableBytes(of: &data.args) { raw in
+            for (i, value) in call.arguments.enumerated() { raw.storeBytes(of: value, toByteOffset: i * 8, as: UInt64.self) }
+        }
+        let bytes = withUnsafeBytes(of: &data) { Array($0) }
+        var accumulator: UInt32 = 0
+        var pc = 0
+        while pc < program.count {
+            let i = program[pc]
+            pc += 1
+            switch Int32(i.code) {
+            case BPF_LD | BPF_W | BPF_ABS:
+                let offset = Int(i.k)
+                guard offset % 4 == 0, offset + 4 <= bytes.count else { throw Failure("load outside seccomp_data at \(offset)") }
+                accumulator = bytes[offset..<offset + 4].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+            case BPF_ALU | BPF_AND | BPF_K:
+                accumulator &= i.k
+            case BPF_JMP | BPF_JA:
+                pc += Int(i.k)
+            case BPF_JMP | BPF_JEQ | BPF_K:
+                pc += Int(accumulator == i.k ? i.jt : i.jf)
+            case BPF_JMP | BPF_JGE | BPF_K:
+                pc += Int(accumulator >= i.k ? i.jt : i.jf)
+            case BPF_RET | BPF_K:
+                return i.k
+            default:
+                throw Failure("unexpected instruction 0x\(String(i.code, radix: 16)) at \(pc - 1)")
+            }
+        }
+        throw Failure("ran off the end of the program")
+    }
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+        init(_ d: String) { description = d }
+    }
+}
+
+let allow = UInt32(SECCOMP_RET_ALLOW)
+let kill = UInt32(SECCOMP_RET_KILL_PROCESS)
+
+@Suite struct FilterProgramTests {
+    let filter = SyscallFilter([
+        .allow(.read),
+        .allow(.ioctl, whereAnyOf: [
+            [.equalInt(0, 7), .equal(1, UInt64(LG_KVM_RUN))],
+            [.equalInt(0, 9), .equal(1, UInt64(LG_TUNSETOFFLOAD))],
+        ]),
+        .allow(.mmap, where: .bitsClear(2, UInt64(PROT_EXEC))),
+        .allow(.futex, where: .maskedInt(1, mask: ~UInt32(FUTEX_PRIVATE_FLAG), equals: UInt32(FUTEX_WAKE))),
+    ])
+
+    func verdict(_ call: Interpreter.Call) throws -> UInt32 { try Interpreter.run(filter.program(), call) }
+
+    @Test func aCallWithoutChecksIsAllowedAndAnUnlistedOneKills() throws {
+        #expect(try verdict(.init(number: SYS_read)) == allow)
+        #expect(try verdict(.init(number: SYS_write)) == kill)
+        #expect(try verdict(.init(number: SYS_openat)) == kill)
+    }
+
+    @Test func anotherArchitectureKillsEvenForAnAllowedNumber() throws {
+        // i386's table: number 0 is restart_syscall there, not read.
+        #expect(try verdict(.init(number: SYS_read, arch: 0x4000_0003)) == kill)
+    }
+
+    @Test func x32NumbersKill() throws {
+        #expect(try verdict(.init(number: Int32(__X32_SYSCALL_BIT) | SYS_read)) == kill)
+    }
+
+    @Test func eachAlternativeIsTriedInTurn() throws {
+        #expect(try verdict(.init(number: SYS_ioctl, arguments: [7, UInt64(LG_KVM_RUN), 0, 0, 0, 0])) == allow)
+        #expect(try verdict(.init(number: SYS_ioctl, arguments: [9, UInt64(LG_TUNSETOFFLOAD), 0, 0, 0, 0])) == allow)
+        // The right request on the wrong descriptor, and the other way round.
+        #expect(try verdict(.init(number: SYS_ioctl, arguments: [9, UInt64(LG_KVM_RUN), 0, 0, 0, 0])) == kill)
+        #expect(try verdict(.init(number: SYS_ioctl, arguments: [7, UInt64(LG_KVM_SET_REGS), 0, 0, 0, 0])) == kill)
+    }
+
+    @Test func anIntComparesOnlyTheBitsTheKernelReads() throws {
+        // The kernel reads fd 7 here, whatever the upper half of the register says.
+        #expect(try verdict(.init(number: SYS_ioctl, arguments: [0xDEAD_0000_0000_0007, UInt64(LG_KVM_RUN), 0, 0, 0, 0])) == allow)
+        // An unsigned long request is compared whole: a differing upper half is another request.
+        #expect(try verdict(.init(number: SYS_ioctl, arguments: [7, UInt64(LG_KVM_RUN) | 1 << 40, 0, 0, 0, 0])) == kill)
+    }
+
+    @Test func bitsClearAndMaskedChecks() throws {
+        #expect(try verdict(.init(number: SYS_mmap, arguments: [0, 4096, UInt64(PROT_READ | PROT_WRITE), 0, 0, 0])) == allow)
+        #expect(try verdict(.init(number: SYS_mmap, arguments: [0, 4096, UInt64(PROT_READ | PROT_EXEC), 0, 0, 0])) == kill)
+        #expect(try verdict(.init(number: SYS_futex, arguments: [0, UInt64(FUTEX_WAKE | FUTEX_PRIVATE_FLAG), 0, 0, 0, 0])) == allow)
+        #expect(try verdict(.init(number: SYS_futex, arguments: [0, UInt64(FUTEX_WAKE), 0, 0, 0, 0])) == allow)
+        #expect(try verdict(.init(number: SYS_futex, arguments: [0, UInt64(FUTEX_CMP_REQUEUE), 0, 0, 0, 0])) == kill)
+    }
+
+    /// lguest's own filters compile, fit the kernel's limit, and behave on a sample of calls.
+    @Test func lguestsFiltersCompileAndFit() throws {
+        let process: pid_t = 4242
+        let filters = [
+            ("vcpu", ThreadSandbox.vcpu(descriptor: 7, taps: [9, 10, 11, 12], process: process)),
+            ("io", ThreadSandbox.io(process: process)),
+            ("main", ThreadSandbox.main(process: process)),
+        ]
+        for (name, filter) in filters {
+            let program = filter.program()
+            #expect(program.count < Int(BPF_MAXINSNS), "\(name): \(program.count) instructions")
+            #expect(try Interpreter.run(program, .init(number: SYS_exit_group)) == allow, "\(name)")
+            #expect(try Interpreter.run(program, .init(number: SYS_tgkill, arguments: [UInt64(process), 1, 6, 0, 0, 0])) == allow, "\(name)")
+            #expect(try Interpreter.run(program, .init(number: SYS_tgkill, arguments: [1, 1, 9, 0, 0, 0])) == kill, "\(name): tgkill to another process")
+            #expect(try Interpreter.run(program, .init(number: SYS_clone3)) == kill, "\(name)")
+            #expect(try Interpreter.run(program, .init(number: SYS_execve)) == kill, "\(name)")
+        }
+    }
+}
+
+/// docs/Sandbox.md lists every system call each thread may make (its own table plus the one
+/// every thread shares); a call added to a filter but not to the page, or the other way round,
+/// fails here.
+@Suite struct SandboxDocumentationTests {
+    static let page = Probe.packageRoot.appendingPathComponent("docs/Sandbox.md")
+
+    /// The backquoted names in the first column of the table under `heading`.
+    static func documentedCalls(under heading: String) throws -> Set<String> {
+        let text = try String(contentsOf: page, encoding: .utf8)
+        let sections = text.components(separatedBy: "\n## ")
+        let section = try #require(sections.first { $0.hasPrefix(heading) }, "no '## \(heading)' in docs/Sandbox.md")
+        var names = Set<String>()
+        for line in section.split(separator: "\n") where line.hasPrefix("| `") {
+            let cell = line.dropFirst(3)
+            if let end = cell.firstIndex(of: "`") { names.insert(String(cell[..<end])) }
+        }
+        return names
+    }
+
+    static let filters = [
+        "vCPU threads": ThreadSandbox.vcpu(descriptor: 7, taps: [9], process: 1),
+        "The I/O thread": ThreadSandbox.io(process: 1),
+        "The main thread": ThreadSandbox.main(process: 1),
+    ]
+
+    @Test(arguments: ["vCPU threads", "The I/O thread", "The main thread"])
+    func everyAllowedCallIsDocumented(heading: String) throws {
+        let filter = try #require(Self.filters[heading])
+        let documented = try Self.documentedCalls(under: heading).union(Self.documentedCalls(under: "Every thread"))
+        #expect(documented == Set(filter.allowedNames),
+                "missing from the page: \(Set(filter.allowedNames).subtracting(documented).sorted()); not in the filter: \(documented.subtracting(filter.allowedNames).sorted())")
+    }
+}
