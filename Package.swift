@@ -11,6 +11,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "lguest", targets: ["lguest"]),
+        // The layers a guest or a user can feed bytes to, for the fuzz harnesses in Fuzz/.
+        .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Virtio", "Devices", "LguestCommands"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -32,11 +34,13 @@ let package = Package(
         .target(name: "Devices", dependencies: ["Virtio", "GuestMemory", "CKVM"]),
         // A configuration value in, a running VM out.
         .target(name: "Launcher", dependencies: ["KVM", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "CKVM"]),
-        // The command-line tool.
-        .executableTarget(name: "lguest", dependencies: [
+        // The command-line tool's commands: arguments in, a checked `VMConfiguration` out.
+        .target(name: "LguestCommands", dependencies: [
             "Launcher", "Devices",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The command-line tool.
+        .executableTarget(name: "lguest", dependencies: ["LguestCommands"]),
 
         // Tiny hand-assembled guests shared by the KVM and Launcher tests.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
