@@ -51,7 +51,10 @@ let package = Package(
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "Boot", "GuestMemory", "CKVM", "TestSupport"]),
-        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "TestSupport"]),
+        .testTarget(name: "LauncherTests", dependencies: [
+            "Launcher", "LguestCommands", "TestSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .testTarget(name: "LabTests", dependencies: []),
         .testTarget(name: "DocsTests", dependencies: []),
     ]
