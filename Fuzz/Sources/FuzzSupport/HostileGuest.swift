@@ -36,9 +36,10 @@ public final class HostileGuest {
         case kick
         /// u16 address, u8 n, n bytes: the guest writes its memory.
         case poke
-        /// u16 offset, u8 width selector (1/2/4/8 bytes), that many bytes: an MMIO write.
+        /// u16 offset (`windowOffset`), u8 width (1 + n % 8 bytes, as KVM reports them), that
+        /// many bytes: an MMIO write, through the entry the vCPU loop uses.
         case writeRegister
-        /// u16 offset, u8 width selector: an MMIO read.
+        /// u16 offset, u8 width: an MMIO read.
         case readRegister
         /// The harness's own event (a packet from the host, a key on the console): `hook`.
         case host
@@ -86,13 +87,15 @@ public final class HostileGuest {
                 let room = Int(Self.memorySize - address.rawValue)
                 try? memory.write(bytes.prefix(room), at: address)
             case .writeRegister:
-                let offset = UInt64(input.le(UInt16.self) % 0x200)
-                let width = 1 << (input.byte() % 4)
-                transport.write(offset: offset, data: input.take(width))
+                let offset = Self.windowOffset(input.le(UInt16.self))
+                let data = input.take(1 + Int(input.byte() % 8))
+                // Safe: the buffer is `data`'s own storage, alive for the call, as the vCPU's exit buffer would be.
+                data.withUnsafeBytes { transport.write(offset: offset, data: $0) }
             case .readRegister:
-                let offset = UInt64(input.le(UInt16.self) % 0x200)
-                var data = [UInt8](repeating: 0, count: 1 << (input.byte() % 4))
-                transport.read(offset: offset, into: &data)
+                let offset = Self.windowOffset(input.le(UInt16.self))
+                var data = [UInt8](repeating: 0, count: 1 + Int(input.byte() % 8))
+                // Safe: as above; the transport fills exactly `data.count` bytes.
+                data.withUnsafeMutableBytes { transport.read(offset: offset, into: $0) }
             case .host:
                 hook(&input)
             case .reinitialize:
@@ -104,6 +107,12 @@ public final class HostileGuest {
             }
         }
         kickAll()
+    }
+
+    /// Mostly the registers and config space (the first 0x200 bytes); with the top bit set,
+    /// anywhere in the page Firmware reserves for the window.
+    static func windowOffset(_ raw: UInt16) -> UInt64 {
+        raw & 0x8000 != 0 ? UInt64(raw & 0xFFF) : UInt64(raw % 0x200)
     }
 
     func kickAll() {
