@@ -12,7 +12,7 @@ let package = Package(
     products: [
         .executable(name: "lguest", targets: ["lguest"]),
         // The layers a guest or a user can feed bytes to, for the fuzz harnesses in Fuzz/.
-        .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Virtio", "Devices", "LguestCommands"]),
+        .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Firmware", "Virtio", "Devices", "LguestCommands"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -13,6 +13,8 @@ let harnesses = [
     "fuzz-block", "fuzz-net", "fuzz-console", "fuzz-rng",
     // The bzImage and ELF loaders.
     "fuzz-kernel",
+    // The platform devices on the port I/O bus: UART, i8042, pvpanic, ACPI power.
+    "fuzz-platform",
     // The `lguest` command line, and the option values it parses.
     "fuzz-cli", "fuzz-options",
 ]
