@@ -11,6 +11,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "lguest", targets: ["lguest"]),
+        // The layers a guest or a user can feed bytes to, for the fuzz harnesses in Fuzz/.
+        .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Firmware", "Virtio", "Devices", "LguestCommands"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -34,11 +36,13 @@ let package = Package(
         .target(name: "Sandbox", dependencies: ["CKVM"]),
         // A configuration value in, a running VM out.
         .target(name: "Launcher", dependencies: ["KVM", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "Sandbox", "CKVM"]),
-        // The command-line tool.
-        .executableTarget(name: "lguest", dependencies: [
+        // The command-line tool's commands: arguments in, a checked `VMConfiguration` out.
+        .target(name: "LguestCommands", dependencies: [
             "Launcher", "Devices",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        // The command-line tool.
+        .executableTarget(name: "lguest", dependencies: ["LguestCommands"]),
 
         // Tiny hand-assembled guests shared by the KVM and Launcher tests.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
@@ -52,7 +56,10 @@ let package = Package(
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "GuestMemory"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "Boot", "GuestMemory", "CKVM", "TestSupport"]),
-        .testTarget(name: "LauncherTests", dependencies: ["Launcher", "TestSupport"]),
+        .testTarget(name: "LauncherTests", dependencies: [
+            "Launcher", "LguestCommands", "TestSupport",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Launcher", "SandboxProbe", "CKVM"]),
         .testTarget(name: "LabTests", dependencies: []),
         .testTarget(name: "DocsTests", dependencies: []),

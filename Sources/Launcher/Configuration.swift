@@ -50,4 +50,19 @@ public struct VMConfiguration: Sendable, Equatable {
     public static let minimumMemoryMiB: UInt64 = 32
     public static let maximumMemoryMiB: UInt64 = 1 << 20 // 1 TiB
     public static let maximumCPUs = 254 // xAPIC ids 0...253; the IOAPIC takes the next
+
+    /// The checks that need nothing but the value itself: memory and vCPU counts in range, no
+    /// NUL in the command line. `Machine.init` makes them first; the command-line tool's
+    /// argument checks (and their fuzz harness) reach them without starting anything.
+    public func validate() throws(LaunchError) {
+        guard (VMConfiguration.minimumMemoryMiB...VMConfiguration.maximumMemoryMiB).contains(memoryMiB) else {
+            throw .badOption("memory of \(memoryMiB) MiB is out of range: give \(VMConfiguration.minimumMemoryMiB) to \(VMConfiguration.maximumMemoryMiB) MiB")
+        }
+        guard (1...VMConfiguration.maximumCPUs).contains(cpus) else {
+            throw .badOption("\(cpus) vCPUs is out of range: give 1 to \(VMConfiguration.maximumCPUs)")
+        }
+        guard !commandLine.utf8.contains(0) else {
+            throw .badOption("the kernel command line contains a NUL byte")
+        }
+    }
 }

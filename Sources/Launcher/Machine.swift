@@ -31,7 +31,7 @@ public final class Machine: Sendable {
 
     public init(_ configuration: VMConfiguration) throws(LaunchError) {
         self.configuration = configuration
-        try Self.validate(configuration)
+        try configuration.validate()
         if configuration.traceBoot { printError(BootClock.line("trace: configuration read")) }
 
         // Journey 1: a configuration arrives. lguest's Launcher began life by mapping a chunk of
@@ -161,18 +161,6 @@ public final class Machine: Sendable {
         catch let error as KVMError { throw .kvm(error) }
         catch let error as SystemCallError { throw .kvm(.call(error)) }
         catch { throw .setup("\(error)") }
-    }
-
-    static func validate(_ c: VMConfiguration) throws(LaunchError) {
-        guard (VMConfiguration.minimumMemoryMiB...VMConfiguration.maximumMemoryMiB).contains(c.memoryMiB) else {
-            throw .badOption("memory of \(c.memoryMiB) MiB is out of range: give \(VMConfiguration.minimumMemoryMiB) to \(VMConfiguration.maximumMemoryMiB) MiB")
-        }
-        guard (1...VMConfiguration.maximumCPUs).contains(c.cpus) else {
-            throw .badOption("\(c.cpus) vCPUs is out of range: give 1 to \(VMConfiguration.maximumCPUs)")
-        }
-        guard !c.commandLine.utf8.contains(0) else {
-            throw .badOption("the kernel command line contains a NUL byte")
-        }
     }
 
     /// Starts the guest and blocks until it stops; returns why.

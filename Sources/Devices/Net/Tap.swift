@@ -207,7 +207,8 @@ public final class Tap: PacketEndpoint {
     }
 
     /// The kernel's `dev_valid_name`, so the user hears about a bad name before any ioctl.
-    private static func validate(_ name: String, pattern: Bool) throws(TapError) {
+    /// `pattern` allows the `%d` the kernel fills in when it creates a device.
+    public static func validate(_ name: String, pattern: Bool) throws(TapError) {
         guard !name.isEmpty else { throw .invalidName(name, reason: "it is empty") }
         guard name.utf8.count < Int(IFNAMSIZ) else {
             throw .invalidName(name, reason: "longer than \(Int(IFNAMSIZ) - 1) bytes")

@@ -6,9 +6,11 @@ import Glibc
 #endif
 
 /// The command-line tool. It only turns arguments into a `VMConfiguration`; the Launcher does the rest.
-@main
-struct Lguest: ParsableCommand {
-    static let configuration = CommandConfiguration(
+///
+/// The commands live in a library of their own so that the argument handling can be exercised
+/// without starting a VM: `configuration(from:)` parses and checks, and nothing else.
+public struct Lguest: ParsableCommand {
+    public static let configuration = CommandConfiguration(
         commandName: "lguest",
         abstract: "Boot a Linux kernel in a KVM virtual machine.",
         usage: """
@@ -22,6 +24,32 @@ struct Lguest: ParsableCommand {
             """,
         subcommands: [Classic.self, Run.self],
         defaultSubcommand: Classic.self)
+
+    public init() {}
+
+    /// The VM `arguments` (without the program name) ask for, parsed and checked the way
+    /// `lguest` does before it starts anything: ArgumentParser's errors for usage problems
+    /// (and `--help`), `CommandLineError` for option values it refuses, `LaunchError` for a
+    /// configuration the Launcher would refuse. Reads no files and touches no devices.
+    public static func configuration(from arguments: [String]) throws -> VMConfiguration {
+        let command = try parseAsRoot(arguments)
+        guard let command = command as? any VMCommand else { throw CleanExit.helpRequest(command) }
+        let configuration = try command.configuration()
+        try configuration.validate()
+        return configuration
+    }
+}
+
+/// A form of the command line that describes a VM.
+protocol VMCommand: ParsableCommand {
+    /// The VM the parsed options describe, or the first option value that is wrong.
+    func configuration() throws(CommandLineError) -> VMConfiguration
+}
+
+/// An option value the tool refuses: one line that names it.
+public struct CommandLineError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// The command line the guest gets when none is given: the serial console, reboot through
@@ -29,7 +57,7 @@ struct Lguest: ParsableCommand {
 let defaultCommandLine = "console=ttyS0 reboot=k panic=1"
 
 /// lguest's own form, as its Launcher took it: memory in MiB, the kernel, then the kernel's arguments.
-struct Classic: ParsableCommand {
+struct Classic: VMCommand {
     static let configuration = CommandConfiguration(
         commandName: "classic",
         abstract: "lguest's original form: lguest [options] MEM_MB KERNEL [KERNEL ARGS...]",
@@ -59,23 +87,25 @@ struct Classic: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp("The kernel's command line.", valueName: "KERNEL ARGS"))
     var kernelArguments: [String] = []
 
-    func run() throws {
-        let networks = tunnet.map { address in
-            do throws(TapError) { return try NetConfiguration(tunnet: address) }
-            catch { fail("--tunnet=\(address): \(error)") }
+    func configuration() throws(CommandLineError) -> VMConfiguration {
+        var networks: [NetConfiguration] = []
+        for address in tunnet {
+            do throws(TapError) { networks.append(try NetConfiguration(tunnet: address)) }
+            catch { throw CommandLineError("--tunnet=\(address): \(error)") }
         }
-        let configuration = VMConfiguration(
+        return VMConfiguration(
             kernelPath: kernel, initrdPath: initrd,
             commandLine: kernelArguments.isEmpty ? defaultCommandLine : kernelArguments.joined(separator: " "),
             memoryMiB: memory, cpus: 1,
             disks: block.map { BlockConfiguration(path: $0) }, networks: networks, rng: rng,
             sandbox: !noSandbox)
-        try launch(configuration)
     }
+
+    func run() throws { try launch(self) }
 }
 
 /// The modern form, in the style of today's VMMs.
-struct Run: ParsableCommand {
+struct Run: VMCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
         abstract: "Boot a kernel: lguest run --kernel FILE [--initrd FILE] [--cmdline \"...\"] [--memory MiB] [--cpus N]")
@@ -109,43 +139,53 @@ struct Run: ParsableCommand {
 
     @Flag(help: "Print when each step of the boot happens, in ms since lguest started.")
     var traceBoot = false
+
     @Flag(name: .customLong("no-sandbox"), help: "Run without the seccomp filters and with the capabilities lguest started with (for debugging; docs/Sandbox.md).")
     var noSandbox = false
 
-    func run() throws {
-        let disks = disk.map(parseDisk)
-        let networks = net.map { option in
-            do throws(NetConfigurationError) { return try NetConfiguration(option: option) }
-            catch { fail(error.description) }
+    func configuration() throws(CommandLineError) -> VMConfiguration {
+        var disks: [BlockConfiguration] = []
+        for option in disk { disks.append(try BlockConfiguration(diskOption: option)) }
+        var networks: [NetConfiguration] = []
+        for option in net {
+            do throws(NetConfigurationError) { networks.append(try NetConfiguration(option: option)) }
+            catch { throw CommandLineError(error.description) }
         }
         var configuration = VMConfiguration(
             kernelPath: kernel, initrdPath: initrd, commandLine: cmdline,
             memoryMiB: memory, cpus: cpus, console: console,
             disks: disks, networks: networks, rng: rng, sandbox: !noSandbox)
         configuration.traceBoot = traceBoot
-        try launch(configuration)
+        return configuration
     }
 
-    /// `PATH[,readonly]` (also `ro`).
-    func parseDisk(_ option: String) -> BlockConfiguration {
+    func run() throws { try launch(self) }
+}
+
+extension BlockConfiguration {
+    /// The `--disk` option, `PATH[,readonly]` (also `ro`).
+    public init(diskOption option: String) throws(CommandLineError) {
         var parts = option.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         let path = parts.removeFirst()
         var readOnly = false
         for flag in parts {
             switch flag {
             case "readonly", "ro": readOnly = true
-            default: fail("--disk \(option): unknown flag '\(flag)' (only 'readonly' is known)")
+            default: throw CommandLineError("--disk \(option): unknown flag '\(flag)' (only 'readonly' is known)")
             }
         }
-        if path.isEmpty { fail("--disk \(option): no image path") }
-        return BlockConfiguration(path: path, readOnly: readOnly)
+        if path.isEmpty { throw CommandLineError("--disk \(option): no image path") }
+        self.init(path: path, readOnly: readOnly)
     }
 }
 
 extension VMConfiguration.ConsoleKind: ExpressibleByArgument {}
 
-/// Builds the machine, runs it, and exits with the code docs/Architecture.md promises.
-func launch(_ configuration: VMConfiguration) throws -> Never {
+/// Builds the machine `command` describes, runs it, and exits with the code
+/// docs/Architecture.md promises.
+func launch(_ command: some VMCommand) throws -> Never {
+    let configuration: VMConfiguration
+    do { configuration = try command.configuration() } catch { fail(error.description) }
     let machine: Machine
     do { machine = try Machine(configuration) } catch { fail(error.description) }
     let reason: StopReason

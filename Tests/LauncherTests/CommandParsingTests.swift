@@ -1,0 +1,55 @@
+import ArgumentParser
+import Devices
+import Launcher
+@testable import LguestCommands
+import Testing
+
+/// The argument handling on its own, without a process: `Lguest.configuration(from:)` parses
+/// and checks exactly what the tool checks before it opens any file (its fuzz harness relies
+/// on that).
+@Suite struct CommandParsingTests {
+    @Test func classicFormTakesMemoryKernelAndTheKernelsArguments() throws {
+        let configuration = try Lguest.configuration(from: ["--block=disk.img", "--tunnet=192.0.2.1", "--rng",
+                                                            "512", "vmlinuz", "root=/dev/vda", "quiet"])
+        #expect(configuration.memoryMiB == 512)
+        #expect(configuration.kernelPath == "vmlinuz")
+        #expect(configuration.commandLine == "root=/dev/vda quiet")
+        #expect(configuration.disks == [BlockConfiguration(path: "disk.img")])
+        #expect(configuration.networks == [NetConfiguration(tap: .create(hostAddress: IPv4Address(192, 0, 2, 1)))])
+        #expect(configuration.rng)
+    }
+
+    @Test func runFormTakesEveryOption() throws {
+        let configuration = try Lguest.configuration(from: [
+            "run", "--kernel", "vmlinuz", "--memory", "64", "--cpus", "2", "--console", "virtio",
+            "--disk", "a.img,ro", "--net", "tap=lg0,mac=52:54:00:12:34:56",
+        ])
+        #expect(configuration.cpus == 2)
+        #expect(configuration.console == .virtio)
+        #expect(configuration.disks == [BlockConfiguration(path: "a.img", readOnly: true)])
+        #expect(configuration.networks == [NetConfiguration(tap: .existing("lg0"), mac: try MACAddress("52:54:00:12:34:56"))])
+    }
+
+    @Test func badOptionValuesAreCommandLineErrorsNamingTheValue() {
+        #expect(throws: CommandLineError("--disk a.img,sideways: unknown flag 'sideways' (only 'readonly' is known)")) {
+            try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", "a.img,sideways"])
+        }
+        #expect(throws: CommandLineError.self) { try Lguest.configuration(from: ["--tunnet=1.2.3", "64", "k"]) }
+        #expect(throws: CommandLineError.self) { try Lguest.configuration(from: ["run", "--kernel", "k", "--net", "bridge=br0"]) }
+    }
+
+    @Test func outOfRangeValuesAreTheLaunchersRefusal() {
+        #expect(throws: LaunchError.self) { try Lguest.configuration(from: ["run", "--kernel", "k", "--memory", "0"]) }
+        #expect(throws: LaunchError.self) { try Lguest.configuration(from: ["run", "--kernel", "k", "--cpus", "0"]) }
+    }
+
+    @Test func helpAndUsageErrorsAreArgumentParsersOwn() {
+        for arguments in [["--help"], ["run", "--help"], ["help"]] {
+            #expect(throws: (any Error).self) { try Lguest.configuration(from: arguments) }
+            do { _ = try Lguest.configuration(from: arguments) } catch { #expect(Lguest.exitCode(for: error) == .success) }
+        }
+        do { _ = try Lguest.configuration(from: ["lots", "vmlinuz"]) } catch {
+            #expect(Lguest.exitCode(for: error) == .validationFailure)
+        }
+    }
+}
