@@ -153,9 +153,8 @@ struct GuestLifecycleTests {
                        sourceLocation: SourceLocation = #_sourceLocation) throws {
         let result = try Tool.run(arguments)
         #expect(result.status == status, "stderr: \(result.stderr)", sourceLocation: sourceLocation)
-        if status == 2 {
-            #expect(result.stderrLines.count == 1, "stderr: \(result.stderr)", sourceLocation: sourceLocation)
-        }
+        #expect(result.stderrLines.count == 1, "stderr: \(result.stderr)", sourceLocation: sourceLocation)
+        #expect(result.stderr.hasPrefix("lguest: "), "stderr: \(result.stderr)", sourceLocation: sourceLocation)
         for word in words {
             #expect(result.stderr.contains(word), "stderr: \(result.stderr)", sourceLocation: sourceLocation)
         }
