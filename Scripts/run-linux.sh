@@ -5,5 +5,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 Scripts/setup.sh
-swift build -c release --product lguest >&2
+# The Swift runtime linked in: a faster start, less memory, nothing to ship beside the binary.
+swift build -c release --static-swift-stdlib --product lguest >&2
 exec Lab/lab.sh shell --vmm .build/release/lguest "$@"
