@@ -11,6 +11,9 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "lguest", targets: ["lguest"]),
+        // The device layers on their own, for the benchmarks in Benchmarks/ (a separate
+        // package, so the normal build and tests never compile them).
+        .library(name: "LguestDevices", targets: ["Devices", "Virtio", "GuestMemory"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
