@@ -143,6 +143,9 @@ public struct ChainReader: Sendable {
     /// A little-endian integer, which may straddle descriptors.
     public mutating func readLE<T: FixedWidthInteger>(_ type: T.Type = T.self) throws(VirtqueueError) -> T {
         let size = MemoryLayout<T>.size
+        // Up to 64 bits the bytes are moved by non-generic code: a caller in another module
+        // gets this function unspecialized, and generic memory access there is slow.
+        if size <= 8 { return T(truncatingIfNeeded: try readLittleEndian(byteCount: size)) }
         try check(size)
         if let address = cursor.contiguous(size) {
             do {
@@ -163,6 +166,19 @@ public struct ChainReader: Sendable {
         }
         cursor.advance(by: size)
         return value
+    }
+
+    /// The next `byteCount` (≤ 8) bytes as a little-endian number.
+    private mutating func readLittleEndian(byteCount: Int) throws(VirtqueueError) -> UInt64 {
+        try check(byteCount)
+        var raw: UInt64 = 0
+        // Safe: the first `byteCount` ≤ 8 bytes of `raw` are filled; the value is read as
+        // little-endian, so which end of `raw` they occupy is right on any host.
+        try withUnsafeMutableBytes(of: &raw) { (bytes) throws(VirtqueueError) in
+            try fill(UnsafeMutableRawBufferPointer(rebasing: bytes[0 ..< byteCount]))
+        }
+        cursor.advance(by: byteCount)
+        return UInt64(littleEndian: raw)
     }
 
     /// Skips `count` bytes.
@@ -227,6 +243,15 @@ public struct ChainWriter: Sendable {
     /// Appends a little-endian integer, which may straddle descriptors.
     public mutating func writeLE<T: FixedWidthInteger>(_ value: T) throws(VirtqueueError) {
         let size = MemoryLayout<T>.size
+        // As in `ChainReader.readLE`: non-generic code moves the bytes.
+        if size <= 8 {
+            var raw = UInt64(truncatingIfNeeded: value).littleEndian
+            // Safe: the first `size` ≤ 8 bytes of `raw` hold the value in little-endian order.
+            try withUnsafeBytes(of: &raw) { (bytes) throws(VirtqueueError) in
+                try write(bytes: UnsafeRawBufferPointer(rebasing: bytes[0 ..< size]))
+            }
+            return
+        }
         try check(size)
         if let address = cursor.contiguous(size) {
             do { try memory.write(value, at: address) } catch { throw .memory(error) }
