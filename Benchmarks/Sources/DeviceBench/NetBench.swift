@@ -191,7 +191,7 @@ final class NetDriverLoop {
         }
         try rx.publish()
         rxPublished = rx.pendingAvailIndex
-        driver.kick(UInt32(NetDevice.receiveQueue))
+        transport.handleNotification(queue: UInt32(NetDevice.receiveQueue))
 
         // Transmit: header and frame in two descriptors, like an skb with its header pushed
         // in front of the linear data.
@@ -211,7 +211,7 @@ final class NetDriverLoop {
     func send() throws {
         for head in txHeads { try tx.pushAvail(head: head) }
         try tx.publish()
-        driver.kick(UInt32(NetDevice.transmitQueue))
+        transport.handleNotification(queue: UInt32(NetDevice.transmitQueue))
         var done = 0
         while try tx.popUsed() != nil { done += 1 }
         guard done == txHeads.count else { throw BenchError("net: \(done) of \(txHeads.count) frames sent") }
@@ -237,7 +237,7 @@ final class NetDriverLoop {
             try rx.publish()
             // vring_need_event: kick if avail_event lies in (before, after].
             let event = try rx.availEvent()
-            if after &- event &- 1 < after &- before { driver.kick(UInt32(NetDevice.receiveQueue)) }
+            if after &- event &- 1 < after &- before { transport.handleNotification(queue: UInt32(NetDevice.receiveQueue)) }
         }
         return replies
     }

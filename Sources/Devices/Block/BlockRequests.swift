@@ -76,14 +76,11 @@ extension BlockDevice {
 
         let completion = execute(request, chain: chain, reader: reader, state: &state)
 
-        // The status byte is the last device-writable byte, wherever the data ended.
-        var statusWriter = chain.writer()
-        do throws(VirtqueueError) {
-            try statusWriter.advance(by: request.writableData)
-            var status = completion.status
-            // Safe: one byte, read by the write.
-            try withUnsafeBytes(of: &status) { (byte) throws(VirtqueueError) in try statusWriter.write(bytes: byte) }
-        } catch {
+        // The status byte is the last device-writable byte, wherever the data ended: the last
+        // byte of the last non-empty writable buffer (there is one: writableLength ≥ 1).
+        guard let last = chain.writable.last(where: { $0.length > 0 }),
+              (try? chain.memory.write(completion.status, at: last.address + UInt64(last.length - 1))) != nil
+        else {
             record(request.type, .fail(.malformedRequest))
             return 0
         }
