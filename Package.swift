@@ -13,6 +13,9 @@ let package = Package(
         .executable(name: "lguest", targets: ["lguest"]),
         // The layers a guest or a user can feed bytes to, for the fuzz harnesses in Fuzz/.
         .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Firmware", "Virtio", "Devices", "LguestCommands"]),
+        // The device layers on their own, for the benchmarks in Benchmarks/ (a separate
+        // package, so the normal build and tests never compile them).
+        .library(name: "LguestDevices", targets: ["Devices", "Virtio", "GuestMemory"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),

@@ -161,12 +161,17 @@ public final class GuestMemory: @unchecked Sendable {
 
     // MARK: - Typed, little-endian access
 
+    // Inlinable so that callers in other modules get a copy specialized for their `T`: the
+    // unspecialized one instantiates `T`'s metadata on every ring and descriptor access.
+
+    @inlinable
     public func read<T: FixedWidthInteger>(_ type: T.Type = T.self, at address: GuestAddress) throws(GuestMemoryError) -> T {
         let p = try pointer(at: address, length: UInt64(MemoryLayout<T>.size))
         // Safe: the range was checked above; loadUnaligned tolerates any alignment.
         return T(littleEndian: UnsafeRawPointer(p).loadUnaligned(as: T.self))
     }
 
+    @inlinable
     public func write<T: FixedWidthInteger>(_ value: T, at address: GuestAddress) throws(GuestMemoryError) {
         let p = try pointer(at: address, length: UInt64(MemoryLayout<T>.size))
         // Safe: the range was checked above; storeBytes tolerates any alignment.
@@ -225,6 +230,7 @@ public final class GuestMemory: @unchecked Sendable {
 
     /// Runs `body` on a host view of `[address, address + length)`, for I/O straight into or
     /// out of guest memory (pread/pwrite/readv/writev). The view must not escape `body`.
+    @inlinable
     public func withSlice<R, E: Error>(
         at address: GuestAddress, length: UInt64,
         _ body: (UnsafeMutableRawBufferPointer) throws(E) -> R

@@ -58,10 +58,14 @@ public struct DescriptorChain: Sendable {
     public var writable: ArraySlice<Descriptor> { descriptors[readableCount...] }
 
     /// A cursor over the readable part that copies across descriptor boundaries.
-    public func reader() -> ChainReader { ChainReader(memory: memory, buffers: readable) }
+    public func reader() -> ChainReader {
+        ChainReader(memory: memory, buffers: readable, total: Int(readableLength))
+    }
     /// A cursor over the writable part that copies across descriptor boundaries and counts
     /// bytes written (the `len` of the used element).
-    public func writer() -> ChainWriter { ChainWriter(memory: memory, buffers: writable) }
+    public func writer() -> ChainWriter {
+        ChainWriter(memory: memory, buffers: writable, total: Int(writableLength))
+    }
 }
 
 extension DescriptorChain {

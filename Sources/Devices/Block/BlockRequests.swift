@@ -59,10 +59,13 @@ extension BlockDevice {
         var reader = chain.reader()
         let request: BlockRequest
         do throws(VirtqueueError) {
-            let type = try reader.readLE(UInt32.self)
-            try reader.skip(4) // `reserved` (once `ioprio`): a hint we do not use
-            let sector = try reader.readLE(UInt64.self)
-            request = BlockRequest(type: type, sector: sector,
+            // `le32 type, le32 reserved, le64 sector`; `reserved` (once `ioprio`) is a hint we
+            // do not use. Copied out once, whatever way the driver split it.
+            var header = (UInt64(0), UInt64(0))
+            // Safe: the tuple is 16 bytes, exactly what the read fills.
+            try withUnsafeMutableBytes(of: &header) { (bytes) throws(VirtqueueError) in try reader.read(into: bytes) }
+            request = BlockRequest(type: UInt32(truncatingIfNeeded: UInt64(littleEndian: header.0)),
+                                   sector: UInt64(littleEndian: header.1),
                                    readableData: Int(chain.readableLength) - Self.headerSize,
                                    writableData: Int(chain.writableLength) - 1)
         } catch {
@@ -73,12 +76,11 @@ extension BlockDevice {
 
         let completion = execute(request, chain: chain, reader: reader, state: &state)
 
-        // The status byte is the last device-writable byte, wherever the data ended.
-        var statusWriter = chain.writer()
-        do throws(VirtqueueError) {
-            try statusWriter.advance(by: request.writableData)
-            try statusWriter.writeLE(completion.status)
-        } catch {
+        // The status byte is the last device-writable byte, wherever the data ended: the last
+        // byte of the last non-empty writable buffer (there is one: writableLength ≥ 1).
+        guard let last = chain.writable.last(where: { $0.length > 0 }),
+              (try? chain.memory.write(completion.status, at: last.address + UInt64(last.length - 1))) != nil
+        else {
             record(request.type, .fail(.malformedRequest))
             return 0
         }
@@ -325,80 +327,85 @@ extension BlockDevice {
     /// if it stopped early, why.
     func transfer(_ direction: Direction, pieces: [GuestBuffer], memory: GuestMemory,
                   offset: UInt64) -> (moved: Int, error: SystemError?) {
-        let pieces = pieces.filter { $0.length > 0 }
-        var moved = 0
-        var index = 0 // the first piece not yet fully moved
-        var skip = 0  // bytes of it already moved
-        while index < pieces.count {
-            var batch: [GuestBuffer] = []
-            batch.reserveCapacity(min(Self.iovecBatch, pieces.count - index))
-            for i in index ..< min(index + Self.iovecBatch, pieces.count) {
-                let piece = pieces[i]
-                let already = i == index ? skip : 0
-                batch.append(GuestBuffer(address: piece.address + UInt64(already),
-                                         length: piece.length - UInt32(already)))
-            }
-            let position = offset + UInt64(moved)
-            var collected: [iovec] = []
-            collected.reserveCapacity(batch.count)
-            let outcome = Self.withIovecs(memory: memory, pieces: batch[...], collected: &collected) { iovecs in
-                switch direction {
-                case .fromImage:
-                    return file.preadv(iovecs, at: position)
-                case .toImage:
-                    // Journey 8: the first byte on the host's disk. The guest's filesystem decided
-                    // to write a block; its virtio driver wrote a 16-byte header, pointed the
-                    // descriptors at its own page-cache pages and kicked; we checked the sector
-                    // against the capacity. Now pwritev hands those very guest pages to the host
-                    // kernel — no bounce buffer, no copy of ours — and the bytes land in the host's
-                    // page cache at sector × 512 of the image. "On disk" is a generous phrase for
-                    // it: until the guest sends a flush, the bytes are exactly as durable as a
-                    // writeback cache promises, which is to say not very.
-                    return file.pwritev(iovecs, at: position)
+        // Empty buffers are legal but carry nothing; a guest rarely sends one, so only then
+        // is the list copied without them.
+        let pieces = pieces.contains { $0.length == 0 } ? pieces.filter { $0.length > 0 } : pieces
+        // Safe: the iovecs live in this temporary allocation only while the system calls below
+        // run; nothing keeps them afterwards.
+        return withUnsafeTemporaryAllocation(of: iovec.self, capacity: Self.iovecBatch) { storage in
+            var moved = 0
+            var index = 0 // the first piece not yet fully moved
+            var skip = 0  // bytes of it already moved
+            while index < pieces.count {
+                let end = min(index + Self.iovecBatch, pieces.count)
+                let position = offset + UInt64(moved)
+                let outcome = Self.withIovecs(memory: memory, pieces: pieces[index ..< end], skip: skip,
+                                              storage: storage, filled: 0) { iovecs in
+                    switch direction {
+                    case .fromImage:
+                        return file.preadv(iovecs, at: position)
+                    case .toImage:
+                        // Journey 8: the first byte on the host's disk. The guest's filesystem decided
+                        // to write a block; its virtio driver wrote a 16-byte header, pointed the
+                        // descriptors at its own page-cache pages and kicked; we checked the sector
+                        // against the capacity. Now pwritev hands those very guest pages to the host
+                        // kernel — no bounce buffer, no copy of ours — and the bytes land in the host's
+                        // page cache at sector × 512 of the image. "On disk" is a generous phrase for
+                        // it: until the guest sends a flush, the bytes are exactly as durable as a
+                        // writeback cache promises, which is to say not very.
+                        return file.pwritev(iovecs, at: position)
+                    }
+                }
+                guard let outcome else { return (moved, SystemError(code: EFAULT)) }
+                let count: Int
+                switch outcome {
+                case let .failure(error): return (moved, error)
+                case let .success(value): count = value
+                }
+                // Zero bytes at a position inside the capacity: the image shrank under us.
+                guard count > 0 else { return (moved, SystemError(code: EIO)) }
+                moved += count
+                var left = count
+                while left > 0, index < pieces.count {
+                    let available = Int(pieces[index].length) - skip
+                    if left < available {
+                        skip += left
+                        left = 0
+                    } else {
+                        left -= available
+                        index += 1
+                        skip = 0
+                    }
                 }
             }
-            guard let outcome else { return (moved, SystemError(code: EFAULT)) }
-            let count: Int
-            switch outcome {
-            case let .failure(error): return (moved, error)
-            case let .success(value): count = value
-            }
-            // Zero bytes at a position inside the capacity: the image shrank under us.
-            guard count > 0 else { return (moved, SystemError(code: EIO)) }
-            moved += count
-            var left = count
-            while left > 0, index < pieces.count {
-                let available = Int(pieces[index].length) - skip
-                if left < available {
-                    skip += left
-                    left = 0
-                } else {
-                    left -= available
-                    index += 1
-                    skip = 0
-                }
-            }
+            return (moved, nil)
         }
-        return (moved, nil)
     }
 
-    /// Calls `body` with one iovec per piece, each pointing straight into guest memory.
+    /// Calls `body` with one iovec per piece (the first one starting `skip` bytes in), each
+    /// pointing straight into guest memory, written into `storage` (room for `iovecBatch`).
     ///
     /// `GuestMemory.withSlice` lends a host view of guest memory only for the duration of its
     /// closure, so the views are gathered by nesting: one level per piece (at most
     /// `iovecBatch`), with `body` running at the innermost level while every view is still
     /// lent. `nil` if some piece is not guest memory (the chain walk already ruled that out).
-    static func withIovecs<R>(memory: GuestMemory, pieces: ArraySlice<GuestBuffer>, collected: inout [iovec],
+    static func withIovecs<R>(memory: GuestMemory, pieces: ArraySlice<GuestBuffer>, skip: Int,
+                              storage: UnsafeMutableBufferPointer<iovec>, filled: Int,
                               _ body: (UnsafeBufferPointer<iovec>) -> R) -> R? {
         guard let piece = pieces.first else {
-            // Safe: every iovec in `collected` points into a view an enclosing call still lends.
-            return collected.withUnsafeBufferPointer { body($0) }
+            // Safe: every iovec in `storage[..<filled]` points into a view an enclosing call
+            // still lends.
+            return body(UnsafeBufferPointer(rebasing: storage[..<filled]))
         }
+        let start = filled == 0 ? UInt64(skip) : 0
         do {
-            return try memory.withSlice(at: piece.address, length: UInt64(piece.length)) { slice -> R? in
-                // Safe: the view stays lent until this closure returns, and `body` runs inside it.
-                collected.append(iovec(iov_base: slice.baseAddress, iov_len: slice.count))
-                return withIovecs(memory: memory, pieces: pieces.dropFirst(), collected: &collected, body)
+            return try memory.withSlice(at: piece.address + start, length: UInt64(piece.length) - start) {
+                slice -> R? in
+                // Safe: the view stays lent until this closure returns, and `body` runs inside it;
+                // `filled` < iovecBatch because at most that many pieces are passed.
+                storage[filled] = iovec(iov_base: slice.baseAddress, iov_len: slice.count)
+                return withIovecs(memory: memory, pieces: pieces.dropFirst(), skip: skip,
+                                  storage: storage, filled: filled + 1, body)
             }
         } catch {
             return nil

@@ -19,29 +19,41 @@ enum GuestIOVectors {
 
     /// Calls `body` with one `iovec` per buffer of `buffers` (in order), then `extra` if
     /// given. Returns `nil` if a buffer is not in guest memory (the chain walk already checked
-    /// them, so this is defensive).
-    static func with<R>(_ buffers: [GuestBuffer], in memory: GuestMemory,
+    /// them, so this is defensive). The vectors live in a temporary allocation, not an array.
+    static func with<R>(_ buffers: ArraySlice<GuestBuffer>, in memory: GuestMemory,
                         extra: UnsafeMutableRawBufferPointer? = nil,
-                        _ body: ([iovec]) -> R) -> R? {
-        var vectors: [iovec] = []
-        vectors.reserveCapacity(buffers.count + 1)
-        return collect(buffers[...], memory: memory, vectors: &vectors) { collected in
-            var all = collected
-            if let extra { all.append(iovec(iov_base: extra.baseAddress, iov_len: extra.count)) }
-            return body(all)
+                        _ body: (UnsafeBufferPointer<iovec>) -> R) -> R? {
+        // Safe: the iovecs are only read by `body`, which runs before the allocation ends.
+        withUnsafeTemporaryAllocation(of: iovec.self, capacity: buffers.count + 1) { storage in
+            collect(buffers, memory: memory, storage: storage, filled: 0) { filled in
+                var count = filled
+                if let extra {
+                    storage[count] = iovec(iov_base: extra.baseAddress, iov_len: extra.count)
+                    count += 1
+                }
+                return body(UnsafeBufferPointer(rebasing: storage[..<count]))
+            }
         }
     }
 
+    static func with<R>(_ buffers: [GuestBuffer], in memory: GuestMemory,
+                        extra: UnsafeMutableRawBufferPointer? = nil,
+                        _ body: (UnsafeBufferPointer<iovec>) -> R) -> R? {
+        with(buffers[...], in: memory, extra: extra, body)
+    }
+
     private static func collect<R>(_ buffers: ArraySlice<GuestBuffer>, memory: GuestMemory,
-                                   vectors: inout [iovec], _ body: ([iovec]) -> R) -> R? {
-        guard let buffer = buffers.first else { return body(vectors) }
+                                   storage: UnsafeMutableBufferPointer<iovec>, filled: Int,
+                                   _ body: (Int) -> R) -> R? {
+        guard let buffer = buffers.first else { return body(filled) }
         do {
-            // Safe: the slice's pointer is only stored in `vectors` and used by the calls nested
-            // inside this closure, all of which return before `withSlice` does.
+            // Safe: the slice's pointer is only stored in `storage` and used by the calls nested
+            // inside this closure, all of which return before `withSlice` does; `storage` has
+            // room for every buffer plus one.
             return try memory.withSlice(at: buffer.address, length: UInt64(buffer.length)) {
                 (slice: UnsafeMutableRawBufferPointer) -> R? in
-                vectors.append(iovec(iov_base: slice.baseAddress, iov_len: slice.count))
-                return collect(buffers.dropFirst(), memory: memory, vectors: &vectors, body)
+                storage[filled] = iovec(iov_base: slice.baseAddress, iov_len: slice.count)
+                return collect(buffers.dropFirst(), memory: memory, storage: storage, filled: filled + 1, body)
             }
         } catch {
             return nil

@@ -104,13 +104,16 @@ public struct NetStatistics: Sendable, Equatable {
 /// protocols recover from a lost frame, and keeping the chain would need a writability watch
 /// for a case that practically never happens.
 ///
-/// **Receive.** Packets are read from the TAP straight into the guest's receive chains with
-/// `readv`, header and all, then `num_buffers` is filled in (the TAP leaves it alone): 1, or
-/// with MRG_RXBUF the number of chains the packet spans. Without GUEST_CSUM, `flags` is
+/// **Receive.** Packets are read from the TAP straight into the guest's oldest receive chain
+/// with `readv`, header and all, then `num_buffers` is filled in (the TAP leaves it alone): 1,
+/// or with MRG_RXBUF the number of chains the packet spans. Without GUEST_CSUM, `flags` is
 /// cleared as the spec requires. A chain is taken from the ring before the read, so one that
-/// finds the TAP empty is kept for the next packet ("parked") rather than handed back. A
-/// packet larger than the chains at hand is dropped (a spill buffer after the guest's buffers
-/// catches it; nothing is written past a chain) and the chains are reused.
+/// finds the TAP empty is kept for the next packet ("parked") rather than handed back. What
+/// does not fit the first chain lands in a spill buffer after it; with MRG_RXBUF it is copied
+/// on into the next parked chains (so only packets larger than one guest buffer, such as
+/// TSO segments, cost a copy, and a small packet's read spans one chain rather than every
+/// parked one). A packet larger than the chains at hand is dropped (nothing is written past a
+/// chain) and the chains are reused.
 ///
 /// **Flow control.** With no receive chains posted the device must leave packets in the
 /// kernel's queue, and with a level-triggered epoll it must also stop being told the TAP is
@@ -151,14 +154,27 @@ public final class NetDevice: VirtioDevice {
     /// Where frames go: the TAP device (or a test's socket pair).
     public let endpoint: any PacketEndpoint
 
+    /// A receive chain held by the device, with its writable buffers worked out once.
+    struct ParkedChain {
+        let chain: DescriptorChain
+        let pieces: [GuestBuffer]
+
+        init(chain: DescriptorChain) {
+            self.chain = chain
+            pieces = chain.writer().segments(maxBytes: Int(chain.writableLength))
+        }
+    }
+
     struct State {
         var active = false
         var features: UInt64 = 0
         /// The offloads set on the endpoint: what the host may send the guest.
         var receiveOffloads: TapOffloads = []
         var queues: [Queue] = []
-        /// Receive chains taken from the ring and not yet used, oldest first.
-        var parked: [DescriptorChain] = []
+        /// Receive chains taken from the ring and not yet used, oldest first, and the room
+        /// they offer together.
+        var parked: [ParkedChain] = []
+        var parkedCapacity = 0
         var wantsInput = false
         /// What the handler was last told (`nil`: nothing yet).
         var reported: Bool?
@@ -245,6 +261,7 @@ public final class NetDevice: VirtioDevice {
             s.receiveOffloads = offloads
             s.queues = queues
             s.parked = []
+            s.parkedCapacity = 0
             setWantsInput(queues[NetDevice.receiveQueue].isEnabled, &s)
         }
     }
@@ -267,6 +284,7 @@ public final class NetDevice: VirtioDevice {
             s.receiveOffloads = []
             s.queues = []
             s.parked = []
+            s.parkedCapacity = 0
             setWantsInput(false, &s)
         }
         // Back to "the host finishes every packet" until a driver says otherwise.
@@ -327,9 +345,11 @@ public final class NetDevice: VirtioDevice {
             return
         }
         var reader = chain.reader()
-        guard let header = try? reader.read(count: VirtioNetHeader.size),
-              NetDevice.transmitHeaderAllowed(header, features: s.features)
-        else {
+        // Only `flags` and `gso_type` matter here; both are in the first two bytes.
+        var start: (UInt8, UInt8) = (0, 0)
+        // Safe: the tuple is two bytes, exactly what the read fills.
+        let readStart = withUnsafeMutableBytes(of: &start) { bytes in (try? reader.read(into: bytes)) != nil }
+        guard readStart, NetDevice.transmitHeaderAllowed(flags: start.0, gsoType: start.1, features: s.features) else {
             s.statistics.txMalformed += 1
             return
         }
@@ -340,7 +360,7 @@ public final class NetDevice: VirtioDevice {
         if pieces.count <= GuestIOVectors.maxVectors {
             let result = GuestIOVectors.with(pieces, in: chain.memory) { vectors -> (Int, Int32) in
                 // Safe: each iovec covers a readable guest buffer the chain walk checked, valid until `with` returns.
-                let n = writev(fd, vectors, Int32(vectors.count))
+                let n = writev(fd, vectors.baseAddress, Int32(vectors.count))
                 return (n, n < 0 ? errno : 0)
             }
             guard let result else {
@@ -375,8 +395,10 @@ public final class NetDevice: VirtioDevice {
     /// The driver may only ask for the offloads it negotiated: NEEDS_CSUM needs CSUM, and
     /// each GSO type its HOST_TSO feature.
     static func transmitHeaderAllowed(_ header: [UInt8], features: UInt64) -> Bool {
-        let flags = header[0]
-        let gsoType = header[1]
+        transmitHeaderAllowed(flags: header[0], gsoType: header[1], features: features)
+    }
+
+    static func transmitHeaderAllowed(flags: UInt8, gsoType: UInt8, features: UInt64) -> Bool {
         if flags & VirtioNetHeader.needsChecksum != 0, features & VirtioNetFeature.checksum == 0 { return false }
         return VirtioNetHeader.allows(gsoType: gsoType,
                                       tso4: features & VirtioNetFeature.hostTSO4 != 0,
@@ -426,35 +448,28 @@ public final class NetDevice: VirtioDevice {
         let mergeable = s.features & VirtioNetFeature.mergeableRxBuffers != 0
         guard fillReceiveChains(&s, mergeable: mergeable) else { return .failed }
         guard let first = s.parked.first else { return .noBuffers }
-
-        // The chains this packet may fill: the oldest one, or with mergeable buffers as many
-        // as one readv can span.
-        var segments: [GuestBuffer] = []
-        var capacities: [Int] = []
-        for chain in s.parked {
-            let pieces = chain.writer().segments(maxBytes: Int(chain.writableLength))
-            if !capacities.isEmpty, segments.count + pieces.count >= GuestIOVectors.maxVectors { break }
-            segments += pieces
-            capacities.append(Int(chain.writableLength))
-            if !mergeable { break }
-        }
-        let capacity = capacities.reduce(0, +)
+        let firstCapacity = Int(first.chain.writableLength)
+        // Without mergeable buffers a packet must fit the oldest chain; with them it may go on
+        // into every parked chain.
+        let capacity = mergeable ? s.parkedCapacity : firstCapacity
 
         let fd = endpoint.fileDescriptor
         let buffer = s.buffer.bytes
-        let zeroCopy = segments.count < GuestIOVectors.maxVectors
+        let zeroCopy = first.pieces.count < GuestIOVectors.maxVectors
         var count: Int
         var error: Int32 = 0
         if zeroCopy {
-            // The spill buffer after the guest's buffers takes whatever does not fit, so an
+            // The spill buffer after the first chain's buffers takes whatever does not fit, so an
             // oversized packet shows up as a count above `capacity` and never overruns a chain.
-            guard let result = GuestIOVectors.with(segments, in: first.memory, extra: buffer, { vectors -> (Int, Int32) in
-                // Safe: the iovecs cover the chains' writable buffers (checked by the chain walk)
+            guard let result = GuestIOVectors.with(first.pieces, in: first.chain.memory, extra: buffer, { vectors -> (Int, Int32) in
+                // Safe: the iovecs cover the chain's writable buffers (checked by the chain walk)
                 // and the host buffer, all valid until `with` returns; the kernel writes no more.
-                let n = readv(fd, vectors, Int32(vectors.count))
+                let n = readv(fd, vectors.baseAddress, Int32(vectors.count))
                 return (n, n < 0 ? errno : 0)
             }) else { return .failed }
             (count, error) = result
+            // Filled to the last byte: the packet may have been cut short, so it is too large.
+            if count >= firstCapacity + buffer.count { count = Int.max }
         } else {
             // Safe: reads at most `buffer.count` bytes into the host buffer.
             count = read(fd, buffer.baseAddress, buffer.count)
@@ -482,38 +497,41 @@ public final class NetDevice: VirtioDevice {
             return .dropped
         }
 
-        // How much of the packet each chain holds.
-        var lengths: [Int] = []
+        // How many chains the packet fills, and what the host buffer still holds: the part
+        // after the first chain (zero-copy), or the whole packet.
+        var chains = 0
         var left = count
-        for chainCapacity in capacities where left > 0 {
-            let take = min(chainCapacity, left)
-            lengths.append(take)
-            left -= take
-        }
-        if !zeroCopy {
-            var offset = 0
-            for (index, take) in lengths.enumerated() {
-                var writer = s.parked[index].writer()
-                // Safe: offset + take ≤ count < buffer.count.
+        var offset = 0
+        while left > 0 {
+            let take = min(Int(s.parked[chains].chain.writableLength), left)
+            if chains > 0 || !zeroCopy {
+                var writer = s.parked[chains].chain.writer()
+                // Safe: the host buffer holds the packet from byte `zeroCopy ? firstCapacity : 0`
+                // on, and `count` is below that plus `buffer.count` (checked above).
                 let piece = UnsafeRawBufferPointer(rebasing: buffer[offset ..< offset + take])
                 guard (try? writer.write(bytes: piece)) != nil else { return .failed }
                 offset += take
             }
+            left -= take
+            chains += 1
         }
 
-        guard finishHeader(in: first, chains: lengths.count, offloads: s.receiveOffloads) else {
+        guard finishHeader(in: first.chain, chains: chains, offloads: s.receiveOffloads) else {
             s.statistics.rxDroppedUnsupported += 1
             return .dropped
         }
-        for (index, take) in lengths.enumerated() {
+        left = count
+        for index in 0 ..< chains {
+            let take = min(Int(s.parked[index].chain.writableLength), left)
+            left -= take
             do throws(VirtqueueError) {
-                try s.queues[NetDevice.receiveQueue].addUsed(head: s.parked[index].head, length: UInt32(take))
+                try s.queues[NetDevice.receiveQueue].addUsed(head: s.parked[index].chain.head, length: UInt32(take))
             } catch {
-                s.parked.removeFirst(index)
+                unpark(index, &s)
                 return .failed
             }
         }
-        s.parked.removeFirst(lengths.count)
+        unpark(chains, &s)
         s.statistics.rxPackets += 1
         s.statistics.rxBytes += UInt64(count - VirtioNetHeader.size)
         return .delivered
@@ -524,9 +542,8 @@ public final class NetDevice: VirtioDevice {
     /// length 0. Returns false if the ring is broken.
     private func fillReceiveChains(_ s: inout State, mergeable: Bool) -> Bool {
         let queue = NetDevice.receiveQueue
-        var capacity = s.parked.reduce(0) { $0 + Int($1.writableLength) }
         while s.parked.count < NetDevice.maxParkedChains,
-              s.parked.isEmpty || (mergeable && capacity < NetDevice.maxPacketLength) {
+              s.parked.isEmpty || (mergeable && s.parkedCapacity < NetDevice.maxPacketLength) {
             let chain: DescriptorChain
             do throws(VirtqueueError) {
                 guard let next = try s.queues[queue].popAvailable() else { return true }
@@ -540,30 +557,49 @@ public final class NetDevice: VirtioDevice {
                 do { try s.queues[queue].addUsed(head: chain.head, length: 0) } catch { return false }
                 continue
             }
-            s.parked.append(chain)
-            capacity += Int(chain.writableLength)
+            s.parked.append(ParkedChain(chain: chain))
+            s.parkedCapacity += Int(chain.writableLength)
         }
         return true
+    }
+
+    /// Forgets the oldest `count` parked chains (they were completed).
+    private func unpark(_ count: Int, _ s: inout State) {
+        for parked in s.parked.prefix(count) { s.parkedCapacity -= Int(parked.chain.writableLength) }
+        s.parked.removeFirst(count)
+    }
+
+    /// `flags` and `gso_type`: the first two bytes the host wrote into `chain`, wherever the
+    /// driver split its buffers.
+    private static func headerStart(of chain: DescriptorChain) -> (UInt8, UInt8)? {
+        var bytes: (UInt8, UInt8) = (0, 0)
+        var found = 0
+        for buffer in chain.writable {
+            var offset: UInt64 = 0
+            while offset < UInt64(buffer.length), found < 2 {
+                guard let byte = try? chain.memory.read(UInt8.self, at: buffer.address + offset) else { return nil }
+                if found == 0 { bytes.0 = byte } else { bytes.1 = byte }
+                found += 1
+                offset += 1
+            }
+            if found == 2 { return bytes }
+        }
+        return nil
     }
 
     /// Checks the header the host wrote into `chain` against what the guest accepted, and
     /// fills in what is ours to fill: `num_buffers`, and `flags` cleared without GUEST_CSUM.
     private func finishHeader(in chain: DescriptorChain, chains: Int, offloads: TapOffloads) -> Bool {
         var writer = chain.writer()
-        var header: [UInt8] = []
-        for piece in writer.segments(maxBytes: VirtioNetHeader.size) {
-            guard let bytes = try? chain.memory.readBytes(at: piece.address, count: Int(piece.length)) else { return false }
-            header += bytes
-        }
-        guard header.count == VirtioNetHeader.size else { return false }
-        var flags = header[0]
+        guard let (headerFlags, gsoType) = NetDevice.headerStart(of: chain) else { return false }
+        var flags = headerFlags
         if !offloads.contains(.checksum) {
             // Without GUEST_CSUM the device "MUST set flags to zero"; a partial checksum the
             // guest cannot finish makes the packet useless.
             guard flags & VirtioNetHeader.needsChecksum == 0 else { return false }
             flags = 0
         }
-        guard VirtioNetHeader.allows(gsoType: header[1], tso4: offloads.contains(.tso4),
+        guard VirtioNetHeader.allows(gsoType: gsoType, tso4: offloads.contains(.tso4),
                                      tso6: offloads.contains(.tso6), ecn: offloads.contains(.tsoECN))
         else { return false }
         do throws(VirtqueueError) {
