@@ -18,6 +18,8 @@ let package = Package(
             dependencies: [.product(name: "LguestDevices", package: "lguest")],
             path: "Sources/DeviceBench"
         ),
+        // `startup-bench`: lguest's start-up, from just before exec to the first KVM_RUN.
+        .executableTarget(name: "startup-bench", path: "Sources/StartupBench"),
         // The split-ring code alone, under ordo-one/benchmark (`swift package benchmark`).
         .executableTarget(
             name: "Virtqueue",

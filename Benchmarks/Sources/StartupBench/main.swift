@@ -1,0 +1,81 @@
+// `startup-bench [--runs N] LGUEST run ... --trace-boot`: how long lguest takes from exec to
+// the first KVM_RUN, over N runs after one to warm the page cache.
+//
+// The parent reads CLOCK_MONOTONIC just before posix_spawn; lguest, run with --trace-boot,
+// prints the same clock at each step of its start-up. The difference is the start-up as the
+// user sees it: exec, dynamic linking, the Swift runtime, argument parsing, reading the kernel
+// and initrd, building the VM and its devices, and starting the vCPU thread.
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func monotonic() -> UInt64 {
+    var time = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &time)
+    return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
+}
+
+/// One run: each traced step's name and its milliseconds since just before the spawn.
+struct Sample { var steps: [(String, Double)] }
+
+/// Runs lguest once; returns the milliseconds from just before spawn to each traced step.
+func measureOnce(_ arguments: [String]) -> Sample? {
+    var pipeEnds: [Int32] = [0, 0]
+    guard pipe(&pipeEnds) == 0 else { return nil }
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_adddup2(&actions, pipeEnds[1], 2)
+    posix_spawn_file_actions_addclose(&actions, pipeEnds[0])
+    let argv = arguments.map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let start = monotonic()
+    let status = posix_spawn(&pid, arguments[0], &actions, nil, argv, environ)
+    posix_spawn_file_actions_destroy(&actions)
+    close(pipeEnds[1])
+    guard status == 0 else { close(pipeEnds[0]); return nil }
+    var text = ""
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while !text.contains("first KVM_RUN") {
+        let n = read(pipeEnds[0], &buffer, buffer.count)
+        if n <= 0 { break }
+        text += String(decoding: buffer[0..<n], as: UTF8.self)
+    }
+    kill(pid, SIGKILL)
+    var wstatus: Int32 = 0
+    waitpid(pid, &wstatus, 0)
+    close(pipeEnds[0])
+    var steps: [(String, Double)] = []
+    for line in text.split(separator: "\n") where line.contains("trace: ") {
+        guard let name = line.split(separator: "trace: ").last?.split(separator: " at ").first,
+              let ns = line.split(separator: "(monotonic ").last?.split(separator: " ").first,
+              let value = UInt64(ns) else { continue }
+        steps.append((String(name), Double(Int64(value) - Int64(start)) / 1_000_000))
+    }
+    return steps.contains { $0.0 == "first KVM_RUN" } ? Sample(steps: steps) : nil
+}
+
+var arguments = Array(CommandLine.arguments.dropFirst())
+var runs = 30
+if arguments.first == "--runs", arguments.count > 1, let n = Int(arguments[1]) { runs = n; arguments.removeFirst(2) }
+guard !arguments.isEmpty else {
+    print("usage: startup-bench [--runs N] LGUEST run --kernel ... --trace-boot")
+    exit(64)
+}
+_ = measureOnce(arguments) // warm the page cache
+var samples: [Sample] = []
+for _ in 0..<runs { if let s = measureOnce(arguments) { samples.append(s) } }
+guard let first = samples.first else { print("no run reached the first KVM_RUN"); exit(1) }
+func pad(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
+func format(_ v: Double) -> String {
+    let hundredths = Int((v * 100).rounded())
+    return "\(hundredths / 100)." + (hundredths % 100 < 10 ? "0" : "") + "\(hundredths % 100)"
+}
+print("step                   min ms   median ms   p90 ms   (\(samples.count) runs)")
+for (index, step) in first.steps.enumerated() {
+    let values = samples.compactMap { $0.steps.count > index ? $0.steps[index].1 : nil }.sorted()
+    let name = step.0 + String(repeating: " ", count: max(0, 20 - step.0.count))
+    print("\(name)  \(pad(format(values[0]), 7))  \(pad(format(values[values.count / 2]), 10))  \(pad(format(values[values.count * 9 / 10]), 7))")
+}
