@@ -32,6 +32,9 @@ public final class Machine: Sendable {
     public init(_ configuration: VMConfiguration) throws(LaunchError) {
         self.configuration = configuration
         try configuration.validate()
+        // The process's start time comes from /proc, which no thread may open once the sandbox
+        // is up; the boot timer, on a vCPU thread, must find it already read.
+        _ = BootClock.processStart
         if configuration.traceBoot { printError(BootClock.line("trace: configuration read")) }
 
         // Journey 1: a configuration arrives. lguest's Launcher began life by mapping a chunk of

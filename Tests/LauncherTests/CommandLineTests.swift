@@ -139,6 +139,17 @@ struct GuestLifecycleTests {
         #expect(times.allSatisfy { $0 > 0 && $0 < 60_000 }, "implausible times: \(times)")
     }
 
+    @Test func theBootTimerWorksInsideTheSandboxWithoutTracing() throws {
+        // Without --trace-boot nothing reads the clock before the guest's mark, which arrives
+        // on a vCPU thread under its seccomp filter.
+        let code = TinyGuest.out(0x440, 0x07) + TinyGuest.helloThenPowerOff("marked\n")
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(code), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stderrLines.count == 1 && result.stderr.contains("boot timer: the guest wrote 0x7 at "),
+                "stderr: \(result.stderr)")
+    }
+
     @Test func severalVCPUsStartAndTheBootProcessorStillRuns() throws {
         let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff("smp\n")), name: "tiny.elf")
         let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64", "--cpus", "4"])
