@@ -52,5 +52,5 @@ case "$command" in
     net) net "$@" ;;
     virtqueue) virtqueue "$@" ;;
     all) block; net; virtqueue ;;
-    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
