@@ -286,6 +286,8 @@ enum NetBench {
         var warmUp = 1.0
         var batch = 32
         var only: String?
+        /// Skip the raw TAP (for profiling the device alone).
+        var deviceOnly = false
     }
 
     static func main(_ options: Options) throws {
@@ -304,6 +306,10 @@ enum NetBench {
             let ours = try echoLoop(seconds: options.seconds, warmUp: options.warmUp, batch: batch, frameLength: length,
                                     fd: network.tap.fileDescriptor, send: loop.send, receive: loop.receive)
             drain(network.tap.fileDescriptor)
+            if options.deviceOnly {
+                print("  \(name): lguest \(format(ours.roundTrips)) pps")
+                continue
+            }
             let raw = RawTapLoop(fd: network.tap.fileDescriptor, frames: frames)
             let peer = try echoLoop(seconds: options.seconds, warmUp: options.warmUp, batch: batch, frameLength: length,
                                     fd: network.tap.fileDescriptor, send: raw.send, receive: raw.receive)
