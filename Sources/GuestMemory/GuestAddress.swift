@@ -2,16 +2,21 @@
 ///
 /// Never a bare `UInt64`: an address the guest handed us and a length we computed are different
 /// things, and the type system keeps them apart. Arithmetic that could overflow is checked and
-/// returns `nil` instead of wrapping around into some other part of guest memory.
+/// returns `nil` instead of wrapping around into some other part of guest memory. The
+/// arithmetic is inlinable, because every guest-memory access in every layer goes through it.
 public struct GuestAddress: RawRepresentable, Hashable, Comparable, Sendable {
     public let rawValue: UInt64
 
+    @inlinable
     public init(rawValue: UInt64) { self.rawValue = rawValue }
+    @inlinable
     public init(_ rawValue: UInt64) { self.rawValue = rawValue }
 
+    @inlinable
     public static func < (a: GuestAddress, b: GuestAddress) -> Bool { a.rawValue < b.rawValue }
 
     /// `self + offset`, or `nil` if that wraps past 2^64.
+    @inlinable
     public func adding(_ offset: UInt64) -> GuestAddress? {
         let (sum, overflow) = rawValue.addingReportingOverflow(offset)
         return overflow ? nil : GuestAddress(sum)
@@ -19,6 +24,7 @@ public struct GuestAddress: RawRepresentable, Hashable, Comparable, Sendable {
 
     /// `self + offset` for offsets the VMM itself chose (layout constants). Traps on overflow,
     /// which would be a bug in the VMM, never something a guest can cause.
+    @inlinable
     public static func + (a: GuestAddress, offset: UInt64) -> GuestAddress {
         GuestAddress(a.rawValue + offset)
     }

@@ -35,7 +35,7 @@ public struct GuestRegion: @unchecked Sendable {
     public let size: UInt64
     /// Host address of `start`. Kept private to this module: only `GuestMemory` turns guest
     /// addresses into pointers. KVM reads it through `hostAddressForKVM` to register the slot.
-    let host: UnsafeMutableRawPointer
+    @usableFromInline let host: UnsafeMutableRawPointer
 
     public var end: GuestAddress { start + size }
 
@@ -146,7 +146,7 @@ public final class GuestMemory: @unchecked Sendable {
     /// The host pointer for `[address, address + length)`, after checking every byte of it is
     /// guest RAM inside a single region. A zero length is allowed if `address` itself is in RAM
     /// or at a region's end.
-    @usableFromInline
+    @inlinable
     func pointer(at address: GuestAddress, length: UInt64) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
         guard let end = address.adding(length) else { throw .overflow(address: address, length: length) }
         for region in regions where address >= region.start {

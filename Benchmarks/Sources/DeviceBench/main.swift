@@ -6,7 +6,7 @@ import Glibc
 /// `device-bench net [--seconds N] [--batch N]`
 let usage = """
     usage: device-bench block [--seconds N] [--warm-up N] [--size-mib N] [--dir PATH] [--only TEXT] [--no-async] [--device-only]
-           device-bench net [--seconds N] [--batch N] [--only TEXT]
+           device-bench net [--seconds N] [--batch N] [--only TEXT] [--device-only]
     """
 
 func value(_ arguments: inout ArraySlice<String>, _ flag: String) throws -> String {
@@ -44,6 +44,7 @@ do {
             switch flag {
             case "--seconds": options.seconds = try number(&arguments, flag)
             case "--batch": options.batch = Int(try number(&arguments, flag))
+            case "--device-only": options.deviceOnly = true
             case "--only": options.only = try value(&arguments, flag)
             default: throw BenchError("unknown option \(flag)\n\(usage)")
             }

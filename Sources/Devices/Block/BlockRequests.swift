@@ -92,7 +92,7 @@ extension BlockDevice {
                          state: inout State) -> BlockCompletion {
         switch request.type {
         case BlockRequestType.read: return read(request, chain: chain)
-        case BlockRequestType.write: return write(request, chain: chain, reader: reader, state: &state)
+        case BlockRequestType.write: return write(request, chain: chain, state: &state)
         case BlockRequestType.flush: return flush(state: &state)
         case BlockRequestType.getID: return getID(request, chain: chain)
         case BlockRequestType.discard, BlockRequestType.writeZeroes:
@@ -119,8 +119,9 @@ extension BlockDevice {
         guard let offset = byteOffset(sector: request.sector, byteCount: UInt64(request.writableData)) else {
             return .fail(.outOfRange)
         }
-        let pieces = chain.writer().segments(maxBytes: request.writableData)
-        let (moved, error) = transfer(.fromImage, pieces: pieces, memory: chain.memory, offset: offset)
+        // The data is the writable part up to the status byte.
+        let (moved, error) = transfer(.fromImage, buffers: chain.writable, start: 0, count: request.writableData,
+                                      memory: chain.memory, offset: offset)
         var completion = BlockCompletion.ok
         completion.dataWritten = moved
         completion.bytesFromImage = moved
@@ -128,8 +129,7 @@ extension BlockDevice {
         return completion
     }
 
-    private func write(_ request: BlockRequest, chain: DescriptorChain, reader: ChainReader,
-                       state: inout State) -> BlockCompletion {
+    private func write(_ request: BlockRequest, chain: DescriptorChain, state: inout State) -> BlockCompletion {
         // Read-only first: whatever else is wrong with it, the file is not touched.
         guard !isReadOnly else { return .fail(.readOnly) }
         guard request.writableData == 0 else { return .fail(.wrongDirection) }
@@ -137,8 +137,9 @@ extension BlockDevice {
         guard let offset = byteOffset(sector: request.sector, byteCount: UInt64(request.readableData)) else {
             return .fail(.outOfRange)
         }
-        let pieces = reader.segments(maxBytes: request.readableData)
-        let (moved, error) = transfer(.toImage, pieces: pieces, memory: chain.memory, offset: offset)
+        // The data is the readable part after the header.
+        let (moved, error) = transfer(.toImage, buffers: chain.readable, start: Self.headerSize,
+                                      count: request.readableData, memory: chain.memory, offset: offset)
         var completion = BlockCompletion.ok
         completion.bytesToImage = moved
         if let error {
@@ -321,91 +322,91 @@ extension BlockDevice {
 
     enum Direction { case fromImage, toImage }
 
-    /// Moves the bytes of `pieces` (guest buffers, in order) from or to the image at byte
-    /// `offset`, straight between the file and guest memory: up to `iovecBatch` buffers per
-    /// system call, short transfers resumed where they stopped. Returns the bytes moved and,
-    /// if it stopped early, why.
-    func transfer(_ direction: Direction, pieces: [GuestBuffer], memory: GuestMemory,
-                  offset: UInt64) -> (moved: Int, error: SystemError?) {
-        // Empty buffers are legal but carry nothing; a guest rarely sends one, so only then
-        // is the list copied without them.
-        let pieces = pieces.contains { $0.length == 0 } ? pieces.filter { $0.length > 0 } : pieces
-        // Safe: the iovecs live in this temporary allocation only while the system calls below
-        // run; nothing keeps them afterwards.
-        return withUnsafeTemporaryAllocation(of: iovec.self, capacity: Self.iovecBatch) { storage in
-            var moved = 0
-            var index = 0 // the first piece not yet fully moved
-            var skip = 0  // bytes of it already moved
-            while index < pieces.count {
-                let end = min(index + Self.iovecBatch, pieces.count)
-                let position = offset + UInt64(moved)
-                let outcome = Self.withIovecs(memory: memory, pieces: pieces[index ..< end], skip: skip,
-                                              storage: storage, filled: 0) { iovecs in
-                    switch direction {
-                    case .fromImage:
-                        return file.preadv(iovecs, at: position)
-                    case .toImage:
-                        // Journey 8: the first byte on the host's disk. The guest's filesystem decided
-                        // to write a block; its virtio driver wrote a 16-byte header, pointed the
-                        // descriptors at its own page-cache pages and kicked; we checked the sector
-                        // against the capacity. Now pwritev hands those very guest pages to the host
-                        // kernel — no bounce buffer, no copy of ours — and the bytes land in the host's
-                        // page cache at sector × 512 of the image. "On disk" is a generous phrase for
-                        // it: until the guest sends a flush, the bytes are exactly as durable as a
-                        // writeback cache promises, which is to say not very.
-                        return file.pwritev(iovecs, at: position)
-                    }
-                }
-                guard let outcome else { return (moved, SystemError(code: EFAULT)) }
-                let count: Int
-                switch outcome {
-                case let .failure(error): return (moved, error)
-                case let .success(value): count = value
-                }
-                // Zero bytes at a position inside the capacity: the image shrank under us.
-                guard count > 0 else { return (moved, SystemError(code: EIO)) }
-                moved += count
-                var left = count
-                while left > 0, index < pieces.count {
-                    let available = Int(pieces[index].length) - skip
-                    if left < available {
-                        skip += left
-                        left = 0
-                    } else {
-                        left -= available
-                        index += 1
+    /// Moves `count` bytes of the guest buffers `buffers`, starting `start` bytes into them,
+    /// from or to the image at byte `offset`, straight between the file and guest memory: up
+    /// to `iovecBatch` buffers per system call, short transfers resumed where they stopped.
+    /// Returns the bytes moved and, if it stopped early, why. The caller has checked that the
+    /// buffers hold `start + count` bytes.
+    func transfer(_ direction: Direction, buffers: ArraySlice<Descriptor>, start: Int, count: Int,
+                  memory: GuestMemory, offset: UInt64) -> (moved: Int, error: SystemError?) {
+        // Safe: the pieces and iovecs live in these temporary allocations only while the
+        // system calls below run; nothing keeps them afterwards.
+        withUnsafeTemporaryAllocation(of: GuestBuffer.self, capacity: Self.iovecBatch) { pieces in
+            withUnsafeTemporaryAllocation(of: iovec.self, capacity: Self.iovecBatch) { storage in
+                var moved = 0
+                while moved < count {
+                    // The next pieces, from byte `start + moved` on; empty buffers carry nothing.
+                    var filled = 0
+                    var skip = start + moved
+                    var want = count - moved
+                    for buffer in buffers where want > 0 && filled < Self.iovecBatch {
+                        let length = Int(buffer.length)
+                        if skip >= length {
+                            skip -= length
+                            continue
+                        }
+                        let take = min(length - skip, want)
+                        // In range: skip + take ≤ length, and the walk checked the whole buffer.
+                        pieces.initializeElement(at: filled, to: GuestBuffer(
+                            address: buffer.address + UInt64(skip), length: UInt32(take)))
+                        filled += 1
+                        want -= take
                         skip = 0
                     }
+                    guard filled > 0 else { return (moved, SystemError(code: EFAULT)) }
+                    let position = offset + UInt64(moved)
+                    let batch = UnsafeBufferPointer(rebasing: pieces[..<filled])
+                    let outcome = Self.withIovecs(memory: memory, pieces: batch, index: 0, storage: storage) { iovecs in
+                        switch direction {
+                        case .fromImage:
+                            return file.preadv(iovecs, at: position)
+                        case .toImage:
+                            // Journey 8: the first byte on the host's disk. The guest's filesystem decided
+                            // to write a block; its virtio driver wrote a 16-byte header, pointed the
+                            // descriptors at its own page-cache pages and kicked; we checked the sector
+                            // against the capacity. Now pwritev hands those very guest pages to the host
+                            // kernel — no bounce buffer, no copy of ours — and the bytes land in the host's
+                            // page cache at sector × 512 of the image. "On disk" is a generous phrase for
+                            // it: until the guest sends a flush, the bytes are exactly as durable as a
+                            // writeback cache promises, which is to say not very.
+                            return file.pwritev(iovecs, at: position)
+                        }
+                    }
+                    guard let outcome else { return (moved, SystemError(code: EFAULT)) }
+                    switch outcome {
+                    case let .failure(error): return (moved, error)
+                    // Zero bytes at a position inside the capacity: the image shrank under us.
+                    case .success(0): return (moved, SystemError(code: EIO))
+                    case let .success(value): moved += value
+                    }
                 }
+                return (moved, nil)
             }
-            return (moved, nil)
         }
     }
 
-    /// Calls `body` with one iovec per piece (the first one starting `skip` bytes in), each
-    /// pointing straight into guest memory, written into `storage` (room for `iovecBatch`).
+    /// Calls `body` with one iovec per piece of `pieces`, each pointing straight into guest
+    /// memory, written into `storage` (room for `iovecBatch`).
     ///
     /// `GuestMemory.withSlice` lends a host view of guest memory only for the duration of its
     /// closure, so the views are gathered by nesting: one level per piece (at most
     /// `iovecBatch`), with `body` running at the innermost level while every view is still
     /// lent. `nil` if some piece is not guest memory (the chain walk already ruled that out).
-    static func withIovecs<R>(memory: GuestMemory, pieces: ArraySlice<GuestBuffer>, skip: Int,
-                              storage: UnsafeMutableBufferPointer<iovec>, filled: Int,
+    static func withIovecs<R>(memory: GuestMemory, pieces: UnsafeBufferPointer<GuestBuffer>, index: Int,
+                              storage: UnsafeMutableBufferPointer<iovec>,
                               _ body: (UnsafeBufferPointer<iovec>) -> R) -> R? {
-        guard let piece = pieces.first else {
-            // Safe: every iovec in `storage[..<filled]` points into a view an enclosing call
+        guard index < pieces.count else {
+            // Safe: every iovec in `storage[..<index]` points into a view an enclosing call
             // still lends.
-            return body(UnsafeBufferPointer(rebasing: storage[..<filled]))
+            return body(UnsafeBufferPointer(rebasing: storage[..<index]))
         }
-        let start = filled == 0 ? UInt64(skip) : 0
+        let piece = pieces[index]
         do {
-            return try memory.withSlice(at: piece.address + start, length: UInt64(piece.length) - start) {
-                slice -> R? in
+            return try memory.withSlice(at: piece.address, length: UInt64(piece.length)) { slice -> R? in
                 // Safe: the view stays lent until this closure returns, and `body` runs inside it;
-                // `filled` < iovecBatch because at most that many pieces are passed.
-                storage[filled] = iovec(iov_base: slice.baseAddress, iov_len: slice.count)
-                return withIovecs(memory: memory, pieces: pieces.dropFirst(), skip: skip,
-                                  storage: storage, filled: filled + 1, body)
+                // `index` < iovecBatch because at most that many pieces are passed.
+                storage[index] = iovec(iov_base: slice.baseAddress, iov_len: slice.count)
+                return withIovecs(memory: memory, pieces: pieces, index: index + 1, storage: storage, body)
             }
         } catch {
             return nil

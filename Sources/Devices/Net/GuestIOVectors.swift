@@ -20,7 +20,7 @@ enum GuestIOVectors {
     /// Calls `body` with one `iovec` per buffer of `buffers` (in order), then `extra` if
     /// given. Returns `nil` if a buffer is not in guest memory (the chain walk already checked
     /// them, so this is defensive). The vectors live in a temporary allocation, not an array.
-    static func with<R>(_ buffers: ArraySlice<GuestBuffer>, in memory: GuestMemory,
+    static func with<B: GuestRange, R>(_ buffers: ArraySlice<B>, in memory: GuestMemory,
                         extra: UnsafeMutableRawBufferPointer? = nil,
                         _ body: (UnsafeBufferPointer<iovec>) -> R) -> R? {
         // Safe: the iovecs are only read by `body`, which runs before the allocation ends.
@@ -42,7 +42,7 @@ enum GuestIOVectors {
         with(buffers[...], in: memory, extra: extra, body)
     }
 
-    private static func collect<R>(_ buffers: ArraySlice<GuestBuffer>, memory: GuestMemory,
+    private static func collect<B: GuestRange, R>(_ buffers: ArraySlice<B>, memory: GuestMemory,
                                    storage: UnsafeMutableBufferPointer<iovec>, filled: Int,
                                    _ body: (Int) -> R) -> R? {
         guard let buffer = buffers.first else { return body(filled) }
@@ -60,6 +60,16 @@ enum GuestIOVectors {
         }
     }
 }
+
+/// A stretch of guest memory: a piece of a buffer, or a whole descriptor's buffer (which the
+/// chain walk checked, so a chain's own descriptors serve as I/O vectors without a copy).
+protocol GuestRange {
+    var address: GuestAddress { get }
+    var length: UInt32 { get }
+}
+
+extension GuestBuffer: GuestRange {}
+extension Descriptor: GuestRange {}
 
 /// A host buffer for the slow path (a chain in too many pieces) and for the spill-over that
 /// detects a packet larger than the guest's buffers. Only touched with the device lock held.

@@ -154,17 +154,6 @@ public final class NetDevice: VirtioDevice {
     /// Where frames go: the TAP device (or a test's socket pair).
     public let endpoint: any PacketEndpoint
 
-    /// A receive chain held by the device, with its writable buffers worked out once.
-    struct ParkedChain {
-        let chain: DescriptorChain
-        let pieces: [GuestBuffer]
-
-        init(chain: DescriptorChain) {
-            self.chain = chain
-            pieces = chain.writer().segments(maxBytes: Int(chain.writableLength))
-        }
-    }
-
     struct State {
         var active = false
         var features: UInt64 = 0
@@ -173,7 +162,7 @@ public final class NetDevice: VirtioDevice {
         var queues: [Queue] = []
         /// Receive chains taken from the ring and not yet used, oldest first, and the room
         /// they offer together.
-        var parked: [ParkedChain] = []
+        var parked: [DescriptorChain] = []
         var parkedCapacity = 0
         var wantsInput = false
         /// What the handler was last told (`nil`: nothing yet).
@@ -355,10 +344,10 @@ public final class NetDevice: VirtioDevice {
         }
 
         let fd = endpoint.fileDescriptor
-        let pieces = chain.reader().segments(maxBytes: length)
         let outcome: (written: Int, error: Int32)
-        if pieces.count <= GuestIOVectors.maxVectors {
-            let result = GuestIOVectors.with(pieces, in: chain.memory) { vectors -> (Int, Int32) in
+        // The whole readable part goes out, so the chain's own descriptors are the iovecs.
+        if chain.readable.count <= GuestIOVectors.maxVectors {
+            let result = GuestIOVectors.with(chain.readable, in: chain.memory) { vectors -> (Int, Int32) in
                 // Safe: each iovec covers a readable guest buffer the chain walk checked, valid until `with` returns.
                 let n = writev(fd, vectors.baseAddress, Int32(vectors.count))
                 return (n, n < 0 ? errno : 0)
@@ -448,20 +437,21 @@ public final class NetDevice: VirtioDevice {
         let mergeable = s.features & VirtioNetFeature.mergeableRxBuffers != 0
         guard fillReceiveChains(&s, mergeable: mergeable) else { return .failed }
         guard let first = s.parked.first else { return .noBuffers }
-        let firstCapacity = Int(first.chain.writableLength)
+        let firstCapacity = Int(first.writableLength)
         // Without mergeable buffers a packet must fit the oldest chain; with them it may go on
         // into every parked chain.
         let capacity = mergeable ? s.parkedCapacity : firstCapacity
 
         let fd = endpoint.fileDescriptor
         let buffer = s.buffer.bytes
-        let zeroCopy = first.pieces.count < GuestIOVectors.maxVectors
+        // Every writable buffer of the chain is packet room: its descriptors are the iovecs.
+        let zeroCopy = first.writable.count < GuestIOVectors.maxVectors
         var count: Int
         var error: Int32 = 0
         if zeroCopy {
             // The spill buffer after the first chain's buffers takes whatever does not fit, so an
             // oversized packet shows up as a count above `capacity` and never overruns a chain.
-            guard let result = GuestIOVectors.with(first.pieces, in: first.chain.memory, extra: buffer, { vectors -> (Int, Int32) in
+            guard let result = GuestIOVectors.with(first.writable, in: first.memory, extra: buffer, { vectors -> (Int, Int32) in
                 // Safe: the iovecs cover the chain's writable buffers (checked by the chain walk)
                 // and the host buffer, all valid until `with` returns; the kernel writes no more.
                 let n = readv(fd, vectors.baseAddress, Int32(vectors.count))
@@ -503,9 +493,9 @@ public final class NetDevice: VirtioDevice {
         var left = count
         var offset = 0
         while left > 0 {
-            let take = min(Int(s.parked[chains].chain.writableLength), left)
+            let take = min(Int(s.parked[chains].writableLength), left)
             if chains > 0 || !zeroCopy {
-                var writer = s.parked[chains].chain.writer()
+                var writer = s.parked[chains].writer()
                 // Safe: the host buffer holds the packet from byte `zeroCopy ? firstCapacity : 0`
                 // on, and `count` is below that plus `buffer.count` (checked above).
                 let piece = UnsafeRawBufferPointer(rebasing: buffer[offset ..< offset + take])
@@ -516,16 +506,16 @@ public final class NetDevice: VirtioDevice {
             chains += 1
         }
 
-        guard finishHeader(in: first.chain, chains: chains, offloads: s.receiveOffloads) else {
+        guard finishHeader(in: first, chains: chains, offloads: s.receiveOffloads) else {
             s.statistics.rxDroppedUnsupported += 1
             return .dropped
         }
         left = count
         for index in 0 ..< chains {
-            let take = min(Int(s.parked[index].chain.writableLength), left)
+            let take = min(Int(s.parked[index].writableLength), left)
             left -= take
             do throws(VirtqueueError) {
-                try s.queues[NetDevice.receiveQueue].addUsed(head: s.parked[index].chain.head, length: UInt32(take))
+                try s.queues[NetDevice.receiveQueue].addUsed(head: s.parked[index].head, length: UInt32(take))
             } catch {
                 unpark(index, &s)
                 return .failed
@@ -557,7 +547,7 @@ public final class NetDevice: VirtioDevice {
                 do { try s.queues[queue].addUsed(head: chain.head, length: 0) } catch { return false }
                 continue
             }
-            s.parked.append(ParkedChain(chain: chain))
+            s.parked.append(chain)
             s.parkedCapacity += Int(chain.writableLength)
         }
         return true
@@ -565,7 +555,7 @@ public final class NetDevice: VirtioDevice {
 
     /// Forgets the oldest `count` parked chains (they were completed).
     private func unpark(_ count: Int, _ s: inout State) {
-        for parked in s.parked.prefix(count) { s.parkedCapacity -= Int(parked.chain.writableLength) }
+        for parked in s.parked.prefix(count) { s.parkedCapacity -= Int(parked.writableLength) }
         s.parked.removeFirst(count)
     }
 
@@ -590,7 +580,6 @@ public final class NetDevice: VirtioDevice {
     /// Checks the header the host wrote into `chain` against what the guest accepted, and
     /// fills in what is ours to fill: `num_buffers`, and `flags` cleared without GUEST_CSUM.
     private func finishHeader(in chain: DescriptorChain, chains: Int, offloads: TapOffloads) -> Bool {
-        var writer = chain.writer()
         guard let (headerFlags, gsoType) = NetDevice.headerStart(of: chain) else { return false }
         var flags = headerFlags
         if !offloads.contains(.checksum) {
@@ -602,6 +591,13 @@ public final class NetDevice: VirtioDevice {
         guard VirtioNetHeader.allows(gsoType: gsoType, tso4: offloads.contains(.tso4),
                                      tso6: offloads.contains(.tso6), ecn: offloads.contains(.tsoECN))
         else { return false }
+        // Usually the whole header is in the first buffer: write the two fields in place.
+        if let buffer = chain.writable.first, buffer.length >= UInt32(VirtioNetHeader.size) {
+            let numBuffers = buffer.address + UInt64(VirtioNetHeader.numBuffersOffset)
+            return (try? chain.memory.write(flags, at: buffer.address)) != nil
+                && (try? chain.memory.write(UInt16(chains), at: numBuffers)) != nil
+        }
+        var writer = chain.writer()
         do throws(VirtqueueError) {
             try writer.writeLE(flags)
             try writer.advance(by: VirtioNetHeader.numBuffersOffset - 1)
