@@ -90,5 +90,5 @@ case "$command" in
     startup) startup "$@" ;;
     boot) boot "$@" ;;
     all) block; net; virtqueue; startup; boot ;;
-    *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
