@@ -77,12 +77,16 @@ extension DescriptorChain {
     /// The hop budget (TTL) is the number of entries in the table being walked: a chain can
     /// visit each descriptor at most once, so one more hop means a loop. Entering an indirect
     /// table resets the budget to that table's length.
+    ///
+    /// The descriptors are collected in `storage`, emptied first, which the chain then shares:
+    /// if the previous chain built there is gone, its memory is reused and the walk allocates
+    /// nothing; if it is still alive, emptying `storage` gives it a buffer of its own.
     static func walk(
         memory: GuestMemory, table descriptorTable: GuestAddress, queueSize: UInt16,
-        head: UInt16, indirectAllowed: Bool
+        head: UInt16, indirectAllowed: Bool, storage descriptors: inout [Descriptor]
     ) throws(ChainDefect) -> DescriptorChain {
-        var descriptors: [Descriptor] = []
-        descriptors.reserveCapacity(4)
+        descriptors.removeAll(keepingCapacity: true)
+        if descriptors.capacity < 4 { descriptors.reserveCapacity(4) }
         var table = descriptorTable
         var tableSize = UInt32(queueSize)
         var ttl = tableSize

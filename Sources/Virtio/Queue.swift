@@ -85,6 +85,10 @@ public struct Queue: Sendable {
     /// Whether the device currently asks for kicks (see `disableNotifications()`).
     public private(set) var notificationsEnabled = true
 
+    /// The descriptor array of the last chain popped. Once the device has let go of that
+    /// chain, the next walk fills the same storage again instead of allocating.
+    private var recycledDescriptors: [Descriptor] = []
+
     /// `used.idx` when `needsNotification()` last ran, and how many elements were added since.
     private var usedAtLastCheck: UInt16 = 0
     private var addedSinceCheck: UInt32 = 0
@@ -218,7 +222,7 @@ public struct Queue: Sendable {
         do throws(ChainDefect) {
             let chain = try DescriptorChain.walk(
                 memory: memory, table: layout.descriptorTable, queueSize: size, head: head,
-                indirectAllowed: indirectDescriptors)
+                indirectAllowed: indirectDescriptors, storage: &recycledDescriptors)
             statistics.chainsPopped += 1
             return chain
         } catch {

@@ -162,8 +162,8 @@ final class NetDriverLoop {
     let tx: MockDriverQueue
     let line = CountingLine()
     var txHeads: [UInt16] = []
-    /// Receive buffer of each receive head.
-    var rxBuffers: [UInt16: GuestAddress] = [:]
+    /// Receive buffer of each receive head (indexed by head).
+    var rxBuffers: [GuestAddress] = []
     var rxPublished: UInt16 = 0
     static let rxBufferSize = 2048
 
@@ -183,7 +183,7 @@ final class NetDriverLoop {
         for index in 0 ..< rx.size {
             let buffer = try rx.allocate(UInt64(Self.rxBufferSize), alignment: 64)
             try rx.writeDescriptor(index, RawDescriptor(address: buffer, length: UInt32(Self.rxBufferSize), flags: .write))
-            rxBuffers[index] = buffer
+            rxBuffers.append(buffer)
             try rx.pushAvail(head: index)
         }
         try rx.publish()
@@ -222,7 +222,8 @@ final class NetDriverLoop {
         let before = rx.pendingAvailIndex
         while let used = try rx.popUsed() {
             let head = UInt16(used.id)
-            guard let buffer = rxBuffers[head] else { throw BenchError("net: unknown receive head \(head)") }
+            guard Int(head) < rxBuffers.count else { throw BenchError("net: unknown receive head \(head)") }
+            let buffer = rxBuffers[Int(head)]
             let isReply = try memory.withSlice(at: buffer, length: UInt64(used.length)) { slice in
                 EchoFrames.isReply(UnsafeRawBufferPointer(slice))
             }
