@@ -12,7 +12,7 @@ let package = Package(
     products: [
         .executable(name: "lguest", targets: ["lguest"]),
         // The layers a guest or a user can feed bytes to, for the fuzz harnesses in Fuzz/.
-        .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Firmware", "Virtio", "Devices", "LguestCommands"]),
+        .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Firmware", "Virtio", "Devices", "Launcher", "LguestCommands"]),
         // The device layers on their own, for the benchmarks in Benchmarks/ (a separate
         // package, so the normal build and tests never compile them).
         .library(name: "LguestDevices", targets: ["Devices", "Virtio", "GuestMemory"]),

@@ -124,22 +124,9 @@ public final class Machine: Sendable {
         }
         let power = self.power
         do {
-            ports = try Bus([
-                Bus.window(UInt64(PlatformPorts.com1), UInt64(PlatformPorts.com1Length), serial),
-                Bus.window(UInt64(PlatformPorts.i8042Data), 5, I8042(power: power)),
-                Bus.window(0x80, 1, DebugPort()),
-                Bus.window(UInt64(PlatformPorts.bootTimer), 1, BootTimer { value in
-                    printError(BootClock.line("boot timer: the guest wrote 0x" + String(value, radix: 16)))
-                }),
-                Bus.window(UInt64(PlatformPorts.pvpanic), 1, PanicDevice(
-                    power: power, capabilities: PlatformPorts.pvpanicCapabilities, panicked: PlatformPorts.pvpanicPanicked)),
-                Bus.window(UInt64(PlatformPorts.sleepControl), 3, ACPIPowerDevice(
-                    power: power,
-                    sleepControlOffset: 0,
-                    sleepStatusOffset: UInt64(PlatformPorts.sleepStatus - PlatformPorts.sleepControl),
-                    resetOffset: UInt64(PlatformPorts.reset - PlatformPorts.sleepControl),
-                    powerOffValue: PlatformPorts.s5PowerOff, resetValue: PlatformPorts.resetValue)),
-            ])
+            ports = try PlatformWiring.ports(serial: serial, power: power, bootTimer: BootTimer { value in
+                printError(BootClock.line("boot timer: the guest wrote 0x" + String(value, radix: 16)))
+            })
             mmio = try Bus(slots.map { Bus.window($0.window.base.rawValue, $0.window.size, $0.transport) })
         } catch { throw .setup(error.description) }
 

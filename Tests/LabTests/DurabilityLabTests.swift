@@ -10,11 +10,8 @@ struct DurabilityLabTests {
         let run = try await DurabilityScenario.run("durability")
         let lines = try await DurabilityScenario.lines()
         let report = try #require(lines.first { $0.contains("LAB-DURABILITY ") }, "no LAB-DURABILITY line\n\(run.context)")
-        var values: [String: String] = [:]
-        for pair in report.split(separator: " ").dropFirst() {
-            let kv = pair.split(separator: "=", maxSplits: 1)
-            if kv.count == 2 { values[String(kv[0])] = String(kv[1]) }
-        }
+        let start = try #require(report.range(of: "LAB-DURABILITY "))
+        let values = markerFields(report[start.upperBound...])
         #expect(values["killed"] == "yes", "lguest was not killed by SIGKILL (exit \(run.exitStatus.map(String.init) ?? "none"))\n\(run.context)")
         let flushed = Int(values["flushed"] ?? "") ?? 0
         #expect(flushed >= 24, "the guest flushed only \(flushed) blocks before the kill\n\(run.context)")

@@ -107,6 +107,17 @@ enum LabEnvironment {
 
 // MARK: - One boot scenario run, shared by every test
 
+/// The `key=value` words of a marker line's text, each key with `prefix` in front; other words
+/// are skipped. Markers are how the guests and the scenarios report (`LGUEST-VIRTIO ro=1 ...`).
+func markerFields(_ text: Substring, prefix: String = "") -> [String: String] {
+    var fields: [String: String] = [:]
+    for word in text.split(separator: " ") {
+        let pair = word.split(separator: "=", maxSplits: 1)
+        if pair.count == 2 { fields[prefix + String(pair[0])] = String(pair[1]) }
+    }
+    return fields
+}
+
 /// What the guest's /init reported: `LGUEST-CHECK cpus=N memtotal_kb=N cmdline=...`.
 struct GuestCheck: Sendable, Equatable {
     var cpus: Int
@@ -117,11 +128,7 @@ struct GuestCheck: Sendable, Equatable {
         guard let start = line.range(of: "LGUEST-CHECK ") else { return nil }
         let rest = line[start.upperBound...]
         guard let cmdlineStart = rest.range(of: " cmdline=") else { return nil }
-        var fields: [String: String] = [:]
-        for word in rest[..<cmdlineStart.lowerBound].split(separator: " ") {
-            let pair = word.split(separator: "=", maxSplits: 1)
-            if pair.count == 2 { fields[String(pair[0])] = String(pair[1]) }
-        }
+        let fields = markerFields(rest[..<cmdlineStart.lowerBound])
         guard let cpus = fields["cpus"].flatMap({ Int($0) }),
               let memory = fields["memtotal_kb"].flatMap({ Int($0) }) else { return nil }
         self.cpus = cpus

@@ -11,10 +11,7 @@ struct NetLabTests {
         for line in try await NetScenario.lines() {
             for (marker, prefix) in [("LGUEST-NET ", ""), ("LAB-NET ", "host-")] {
                 guard let start = line.range(of: marker) else { continue }
-                for pair in line[start.upperBound...].split(separator: " ") {
-                    let kv = pair.split(separator: "=", maxSplits: 1)
-                    if kv.count == 2 { values[prefix + String(kv[0])] = String(kv[1]) }
-                }
+                values.merge(markerFields(line[start.upperBound...], prefix: prefix)) { _, new in new }
             }
         }
         return (run, values)

@@ -14,10 +14,7 @@ struct VirtioLabTests {
             guard let marker = ["LGUEST-VIRTIO ", "LAB-DISK ", "LAB-PATTERN "].first(where: line.contains),
                   let start = line.range(of: marker) else { continue }
             let prefix = marker == "LAB-DISK " ? "host-" : marker == "LAB-PATTERN " ? "host-pattern-" : ""
-            for pair in line[start.upperBound...].split(separator: " ") {
-                let kv = pair.split(separator: "=", maxSplits: 1)
-                if kv.count == 2 { values[prefix + String(kv[0])] = String(kv[1]) }
-            }
+            values.merge(markerFields(line[start.upperBound...], prefix: prefix)) { _, new in new }
         }
         return (run, values, lines)
     }

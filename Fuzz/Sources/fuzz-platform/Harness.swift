@@ -1,14 +1,15 @@
 import Devices
 import Firmware
 import FuzzSupport
+import Launcher
 
 /// Where the guest's serial output goes: nowhere.
 final class DiscardingSink: ByteSink {
     func write(_ bytes: UnsafeRawBufferPointer) {}
 }
 
-/// The platform devices on the port I/O bus, wired the way `Machine` wires them (16550 UART,
-/// i8042, port 0x80, pvpanic, ACPI sleep and reset registers), driven by a guest doing port I/O
+/// The platform devices on the port I/O bus, wired by `PlatformWiring` as `Machine` wires them
+/// (16550 UART, i8042, port 0x80, the boot timer, pvpanic, ACPI sleep and reset registers), driven by a guest doing port I/O
 /// of any width at any port, with keys arriving on the serial line in between. The input is a
 /// list of operations, each an opcode byte and its operands:
 ///
@@ -21,19 +22,9 @@ enum PlatformHarness {
     static func run(_ input: inout FuzzInput) {
         let power = PowerControl()
         let serial = Serial(output: DiscardingSink(), interrupt: {})
-        guard let ports = try? Bus([
-            Bus.window(UInt64(PlatformPorts.com1), UInt64(PlatformPorts.com1Length), serial),
-            Bus.window(UInt64(PlatformPorts.i8042Data), 5, I8042(power: power)),
-            Bus.window(0x80, 1, DebugPort()),
-            Bus.window(UInt64(PlatformPorts.pvpanic), 1, PanicDevice(
-                power: power, capabilities: PlatformPorts.pvpanicCapabilities, panicked: PlatformPorts.pvpanicPanicked)),
-            Bus.window(UInt64(PlatformPorts.sleepControl), 3, ACPIPowerDevice(
-                power: power,
-                sleepControlOffset: 0,
-                sleepStatusOffset: UInt64(PlatformPorts.sleepStatus - PlatformPorts.sleepControl),
-                resetOffset: UInt64(PlatformPorts.reset - PlatformPorts.sleepControl),
-                powerOffValue: PlatformPorts.s5PowerOff, resetValue: PlatformPorts.resetValue)),
-        ]) else { fatalError("the platform's port windows overlap") }
+        guard let ports = try? PlatformWiring.ports(serial: serial, power: power, bootTimer: BootTimer { _ in }) else {
+            fatalError("the platform's port windows overlap")
+        }
 
         while !input.isAtEnd {
             let operation = input.byte() % 3
