@@ -11,6 +11,8 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "lguest", targets: ["lguest"]),
+        // lguest as a library: `VirtualMachine`, for Swift programs that run VMs in-process.
+        .library(name: "LguestKit", targets: ["LguestKit"]),
         // The layers a guest or a user can feed bytes to, for the fuzz harnesses in Fuzz/.
         .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Firmware", "Virtio", "Devices", "Launcher", "LguestCommands"]),
         // The device layers on their own, for the benchmarks in Benchmarks/ (a separate
@@ -39,9 +41,11 @@ let package = Package(
         .target(name: "Sandbox", dependencies: ["CKVM"]),
         // A configuration value in, a running VM out.
         .target(name: "Launcher", dependencies: ["KVM", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "Sandbox", "CKVM"]),
+        // The embedding API: a `VirtualMachine` with a life cycle, over the Launcher.
+        .target(name: "LguestKit", dependencies: ["Launcher", "Devices"]),
         // The command-line tool's commands: arguments in, a checked `VMConfiguration` out.
         .target(name: "LguestCommands", dependencies: [
-            "Launcher", "Devices",
+            "LguestKit", "Launcher", "Devices",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The command-line tool.
@@ -63,6 +67,7 @@ let package = Package(
             "Launcher", "LguestCommands", "TestSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
+        .testTarget(name: "LguestKitTests", dependencies: ["LguestKit", "TestSupport"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Launcher", "SandboxProbe", "CKVM"]),
         .testTarget(name: "LabTests", dependencies: []),
         .testTarget(name: "DocsTests", dependencies: []),

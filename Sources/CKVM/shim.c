@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/syscall.h>
+#include <signal.h>
+#include <string.h>
 #include <unistd.h>
 
 int lg_ioctl(int fd, unsigned long request) {
@@ -64,4 +66,17 @@ int lg_set_thread_name(pthread_t thread, const char *name) {
 int lg_fallocate(int fd, int mode, long long offset, long long length) {
     int r = fallocate(fd, mode, (off_t)offset, (off_t)length);
     return r < 0 ? -errno : r;
+}
+
+int lg_kick_signal(void) { return SIGRTMIN + 2; }
+
+static void lg_kick_handler(int signal) { (void)signal; }
+
+int lg_install_kick_handler(void) {
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = lg_kick_handler;
+    sigemptyset(&action.sa_mask);
+    // No SA_RESTART: a kicked thread's blocking call returns EINTR, which is the point.
+    return sigaction(lg_kick_signal(), &action, NULL) < 0 ? -errno : 0;
 }

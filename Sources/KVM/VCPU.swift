@@ -10,8 +10,8 @@ import Glibc
 /// A vCPU is driven from one OS thread: KVM_RUN blocks that thread for as long as the guest
 /// runs, so it never runs on Swift's cooperative pool.
 public final class VCPU: @unchecked Sendable {
-    // @unchecked: a VCPU is used from the thread that created it; the only cross-thread access
-    // is `requestExit`, a single byte store KVM reads on entry.
+    // @unchecked: a VCPU is used from the thread that runs it; the only cross-thread access
+    // is `requestExit`, an atomic byte store KVM reads on entry.
     public let id: Int
     /// The VM this vCPU belongs to, kept alive (with its memory) while the vCPU exists.
     public let vm: VirtualMachine
@@ -113,14 +113,22 @@ public final class VCPU: @unchecked Sendable {
     /// the `kvm_run` page (I/O data); it is valid until the next call to `run()`.
     public func run() throws(SystemCallError) -> VCPUExit {
         let result = lg_ioctl(fd, LG_KVM_RUN)
-        if result == -EINTR || result == -EAGAIN { runPage.pointee.immediate_exit = 0; return .interrupted }
+        if result == -EINTR || result == -EAGAIN { setImmediateExit(0); return .interrupted }
         if result < 0 { throw SystemCallError("KVM_RUN", errno: -result) }
         return VCPUExit(runPage)
     }
 
     /// Makes the next (or current) KVM_RUN return at once. Pair it with a signal to the vCPU's
     /// thread to interrupt a guest that is running right now.
-    public func requestExit() {
-        runPage.pointee.immediate_exit = 1
+    ///
+    /// Any thread may call it: the store is atomic, so neither the compiler nor the CPU tears
+    /// or drops it, and a kick that lands while the vCPU is outside KVM_RUN makes its next
+    /// entry return at once.
+    public func requestExit() { setImmediateExit(1) }
+
+    private func setImmediateExit(_ value: UInt8) {
+        let offset = MemoryLayout<kvm_run>.offset(of: \.immediate_exit)!
+        // Safe: `immediate_exit` is a byte inside the mapped `kvm_run` page.
+        lg_store_relaxed_u8(UnsafeMutableRawPointer(runPage) + offset, value)
     }
 }

@@ -1,4 +1,5 @@
 import CKVM
+import KVM
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -10,10 +11,36 @@ import Glibc
 final class EventLoop: Sendable {
     private let epoll: CInt
     private let handlers = Mutex<[CInt: @Sendable () -> Void]>([:])
+    /// Written by `wake()` so that the loop looks at its gate (pause, stop) even when no device
+    /// has anything to say.
+    private let control: EventFD
 
     init() throws(LaunchError) {
         epoll = epoll_create1(Int32(EPOLL_CLOEXEC))
         guard epoll >= 0 else { throw .setup("epoll_create1: \(String(cString: strerror(errno)))") }
+        do { control = try EventFD() } catch {
+            close(epoll)
+            throw .setup("eventfd: \(error)")
+        }
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue
+        event.data.fd = control.raw
+        epoll_ctl(epoll, EPOLL_CTL_ADD, control.raw, &event)
+    }
+
+    deinit { close(epoll) }
+
+    /// Makes the loop return from `epoll_wait` and pass its checkpoint.
+    func wake() { control.signal() }
+
+    /// Forgets every handler. Handlers capture the devices they serve, and some devices hold
+    /// the loop (to watch or unwatch their descriptors): a stopped machine breaks that cycle here.
+    func removeAllHandlers() {
+        let old = handlers.withLock { table -> [CInt: @Sendable () -> Void] in
+            defer { table = [:] }
+            return table
+        }
+        for fd in old.keys { epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil) }
     }
 
     /// Calls `handler` on the I/O thread whenever `fd` is readable (level-triggered: the handler
@@ -40,14 +67,16 @@ final class EventLoop: Sendable {
         epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil)
     }
 
-    /// Runs forever on the calling thread.
-    func run() -> Never {
+    /// Runs on the calling thread until `gate` says the machine is stopping; parks there while
+    /// it is paused, between two batches of events, never in the middle of one.
+    func run(gate: RunGate) {
         var events = [epoll_event](repeating: epoll_event(), count: 32)
-        while true {
+        while gate.checkpoint() {
             let n = epoll_wait(epoll, &events, Int32(events.count), -1)
             if n < 0 { continue } // EINTR
             for event in events.prefix(Int(n)) {
                 let fd = event.data.fd
+                if fd == control.raw { control.drain(); continue }
                 if let handler = handlers.withLock({ $0[fd] }) { handler() }
             }
         }

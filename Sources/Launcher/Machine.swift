@@ -13,7 +13,8 @@ import Glibc
 /// A VM assembled from a configuration, ready to run: memory filled, devices wired, vCPUs set up.
 ///
 /// Everything that can fail because of the user's input fails in `init`, before the guest runs
-/// (exit code 2). Once `run` starts the vCPUs, only the guest or KVM can stop the machine.
+/// (exit code 2). `start()` starts its threads; `pause()`, `resume()` and `shutdown()`
+/// (MachineLifecycle.swift) do what they say, from any thread.
 public final class Machine: Sendable {
     public let configuration: VMConfiguration
     let memory: GuestMemory
@@ -28,9 +29,20 @@ public final class Machine: Sendable {
     let events: EventLoop
     /// The TAP descriptors, which vCPU threads may still reconfigure once sandboxed.
     let taps: [CInt]
+    let networks: [NetDevice]
+    /// The filters `start()` built, kept for `confineCallingThread()`.
+    let sandbox = Mutex<MachineSandbox?>(nil)
 
-    public init(_ configuration: VMConfiguration) throws(LaunchError) {
+    /// Where the guest's console goes and comes from.
+    let connection: ConsoleConnection
+    /// Where the threads park while paused and learn that the machine is stopping.
+    let gate = RunGate()
+    /// The threads `start()` made, joined by `shutdown()`.
+    let threads = Mutex<MachineThreads>(MachineThreads())
+
+    public init(_ configuration: VMConfiguration, console connection: ConsoleConnection) throws(LaunchError) {
         self.configuration = configuration
+        self.connection = connection
         try configuration.validate()
         // The process's start time comes from /proc, which no thread may open once the sandbox
         // is up; the boot timer, on a vCPU thread, must find it already read.
@@ -55,7 +67,7 @@ public final class Machine: Sendable {
         // The virtio devices, each opening what it serves (an image file, a TAP device) now,
         // so that a missing disk is a clean refusal rather than a surprise after boot.
         events = try EventLoop()
-        let stdout = DescriptorSink(fd: 1)
+        let stdout = connection.output
         var devices: [any VirtioDevice] = []
         let console = configuration.console == .virtio ? ConsoleDevice(output: stdout) : nil
         if let console { devices.append(console) }
@@ -68,6 +80,7 @@ public final class Machine: Sendable {
             catch { throw .network(error) }
         }
         devices += networks as [any VirtioDevice]
+        self.networks = networks
         taps = networks.map(\.tapDescriptor)
         if configuration.rng { devices.append(RngDevice()) }
         self.console = console
@@ -153,63 +166,11 @@ public final class Machine: Sendable {
         catch { throw .setup("\(error)") }
     }
 
-    /// Starts the guest and blocks until it stops; returns why.
-    public func run() throws(LaunchError) -> StopReason {
-        Terminal.unblockTerminatingSignals()
-        Terminal.enterRawMode()
-        defer { Terminal.restore() }
-        try watchConsoleInput()
-        // Setup is over: from here on no thread needs a capability, a new file or a new thread
-        // beyond the ones started below (docs/Sandbox.md).
-        let sandbox = try MachineSandbox(enabled: configuration.sandbox, vcpus: vcpus, taps: taps)
-        let events = self.events, power = self.power
-        try spawnThread(name: "lguest-io") {
-            guard enterThreadSandbox(sandbox.io, power: power) else { return }
-            events.run()
-        }
-        for (vcpu, filter) in zip(vcpus, sandbox.vcpus) {
-            let (ports, mmio) = (self.ports, self.mmio)
-            let trace = configuration.traceBoot && vcpu.id == 0
-            try spawnThread(name: "lguest-vcpu\(vcpu.id)") {
-                guard enterThreadSandbox(filter, power: power) else { return }
-                if trace { printError(BootClock.line("trace: first KVM_RUN")) }
-                runVCPU(vcpu, ports: ports, mmio: mmio, power: power)
-            }
-        }
-        try sandbox.confineMainThread()
-        return power.waitForStop()
-    }
-
-    /// Keys typed on the host go to the console (COM1 or virtio-console), through the escape
-    /// filter. Standard input that is a
-    /// regular file or /dev/null is not a console: the guest gets no input.
-    private func watchConsoleInput() throws(LaunchError) {
-        let power = self.power, events = self.events
-        let deliver: @Sendable ([UInt8]) -> Void
-        if let console { deliver = { console.enqueueInput($0) } }
-        else { let serial = self.serial; deliver = { serial.enqueueInput($0) } }
-        let filter = Mutex(EscapeFilter())
-        let isTerminal = Terminal.inputIsTerminal
-        _ = try events.watch(0) {
-            var buffer = [UInt8](repeating: 0, count: 4096)
-            let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
-            if n <= 0 {
-                if n == 0 || (errno != EINTR && errno != EAGAIN) { events.unwatch(0) }
-                return
-            }
-            let input = buffer.prefix(n)
-            guard isTerminal else { deliver(Array(input)); return }
-            switch filter.withLock({ $0.filter(input) }) {
-            case .quit: power.requestStop(.userQuit)
-            case let .send(bytes): if !bytes.isEmpty { deliver(bytes) }
-            }
-        }
-    }
 }
 
 /// The vCPU loop: run the guest until it exits to us, do what the exit asks, repeat.
-func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl) {
-    while true {
+func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl, gate: RunGate) {
+    while gate.checkpoint() {
         let exit: VCPUExit
         do { exit = try vcpu.run() } catch {
             power.requestStop(.failure("vCPU \(vcpu.id): \(error)"))
@@ -251,7 +212,7 @@ func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl) {
             }
             return
         case .interrupted:
-            if power.stopReason != nil { return }
+            continue // a kick: the checkpoint above says why
         case let .unexpected(reason):
             power.requestStop(.failure("vCPU \(vcpu.id): unexpected KVM exit \(reason)"))
             return

@@ -56,6 +56,24 @@ public enum ThreadSandbox {
         ] + runtime(process: process))
     }
 
+    /// The console writer: it writes what the guest printed to the host's descriptor.
+    public static func consoleWriter(process: pid_t) -> SyscallFilter {
+        SyscallFilter([
+            .allow(.write),
+            .allow(.poll),
+        ] + runtime(process: process))
+    }
+
+    /// The thread that waits for a VM to stop, then ends its threads and lets go of its
+    /// descriptors and memory.
+    public static func watcher(process: pid_t) -> SyscallFilter {
+        SyscallFilter([
+            .allow(.epoll_ctl),
+            .allow(.close),
+            .allow(.write),
+        ] + runtime(process: process))
+    }
+
     /// The main thread: it waits for a reason to stop, puts the terminal back, prints at most
     /// one line and exits.
     public static func main(process: pid_t) -> SyscallFilter {

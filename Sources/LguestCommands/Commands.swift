@@ -1,6 +1,7 @@
 import ArgumentParser
 import Devices
 import Launcher
+import LguestKit
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -186,13 +187,29 @@ extension VMConfiguration.ConsoleKind: ExpressibleByArgument {}
 func launch(_ command: some VMCommand) throws -> Never {
     let configuration: VMConfiguration
     do { configuration = try command.configuration() } catch { fail(error.description) }
-    let machine: Machine
-    do { machine = try Machine(configuration) } catch { fail(error.description) }
-    let reason: StopReason
-    do { reason = try machine.run() } catch {
-        printError("lguest: \(error)")
-        exit(1)
+    runToCompletion(configuration)
+}
+
+/// Boots `configuration` with the console on standard input and output, waits for the guest
+/// to stop, and exits: 0 when the guest chose to stop, 1 when the VM failed, 2 for bad input.
+func runToCompletion(_ configuration: VMConfiguration) -> Never {
+    let output: ConsoleOutput
+    do { output = try ConsoleOutput(descriptor: 1, sandboxed: configuration.sandbox) } catch { fail(error.description) }
+    let vm = VirtualMachine(configuration: configuration, console: ConsoleConnection(
+        output: output, input: 0, escapeQuits: Terminal.inputIsTerminal))
+    TerminatingSignals.unblock()
+    Terminal.enterRawMode()
+    do {
+        try vm.start()
+        // Nothing is left for this thread but to wait: it gets the tightest filter.
+        try vm.runningMachineForControl?.confineCallingThread()
+    } catch {
+        Terminal.restore()
+        fail(error.description)
     }
+    let reason = vm.waitUntilStopped()
+    output.close()
+    Terminal.restore()
     if let message = reason.message { printError("lguest: \(message)") }
     exit(reason.exitCode)
 }

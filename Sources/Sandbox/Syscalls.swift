@@ -32,4 +32,5 @@ extension Syscall {
     public static let gettid = Syscall(SYS_gettid, "gettid")
     public static let tgkill = Syscall(SYS_tgkill, "tgkill")
     public static let clock_gettime = Syscall(SYS_clock_gettime, "clock_gettime")
+    public static let close = Syscall(SYS_close, "close")
 }

@@ -44,7 +44,7 @@ struct SandboxedRunTests {
         return seen
     }
 
-    static let names = ["lguest", "lguest-io", "lguest-vcpu0", "lguest-vcpu1"]
+    static let names = ["lguest", "lguest-io", "lguest-vcpu0", "lguest-vcpu1", "lguest-console", "lguest-watch"]
 
     @Test func everyThreadRunsFilteredWithoutCapabilities() throws {
         let seen = try observe([]) { threads in Self.names.allSatisfy { threads[$0]?.seccomp == "2" } }

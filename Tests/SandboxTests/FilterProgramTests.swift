@@ -151,9 +151,11 @@ let kill = UInt32(SECCOMP_RET_KILL_PROCESS)
         "vCPU threads": ThreadSandbox.vcpu(descriptor: 7, taps: [9], process: 1),
         "The I/O thread": ThreadSandbox.io(process: 1),
         "The main thread": ThreadSandbox.main(process: 1),
+        "The console writer": ThreadSandbox.consoleWriter(process: 1),
+        "The watcher thread": ThreadSandbox.watcher(process: 1),
     ]
 
-    @Test(arguments: ["vCPU threads", "The I/O thread", "The main thread"])
+    @Test(arguments: ["vCPU threads", "The I/O thread", "The main thread", "The console writer", "The watcher thread"])
     func everyAllowedCallIsDocumented(heading: String) throws {
         let filter = try #require(Self.filters[heading])
         let documented = try Self.documentedCalls(under: heading).union(Self.documentedCalls(under: "Every thread"))

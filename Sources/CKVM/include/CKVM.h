@@ -96,6 +96,11 @@ long lg_gettid(void);
 long lg_raw_syscall0(long number);
 int lg_open(const char *path, int flags, unsigned int mode);
 int lg_set_thread_name(pthread_t thread, const char *name);
+/// The real-time signal that kicks a vCPU thread out of KVM_RUN (SIGRTMIN + 2, a macro Swift
+/// cannot import), and the installation of its handler, which does nothing: the point is
+/// only that KVM_RUN returns EINTR. Installing it again is harmless.
+int lg_kick_signal(void);
+int lg_install_kick_handler(void);
 /// fallocate(2), which <fcntl.h> declares only under _GNU_SOURCE. Returns 0 or -errno.
 int lg_fallocate(int fd, int mode, long long offset, long long length);
 
@@ -114,6 +119,9 @@ static inline uint32_t lg_load_acquire_u32(const void *p) {
 }
 static inline void lg_store_release_u32(void *p, uint32_t v) {
     __atomic_store_n((uint32_t *)p, v, __ATOMIC_RELEASE);
+}
+static inline void lg_store_relaxed_u8(void *p, uint8_t v) {
+    __atomic_store_n((uint8_t *)p, v, __ATOMIC_RELAXED);
 }
 /// A full barrier: orders earlier stores before later loads (the one ordering x86 relaxes).
 static inline void lg_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }

@@ -1,0 +1,152 @@
+import Devices
+import KVM
+import Sandbox
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The threads of a started machine.
+struct MachineThreads {
+    var io: MachineThread?
+    var vcpus: [MachineThread] = []
+    var started = false
+    var shutDown = false
+}
+
+extension Machine {
+    // The machine comes to life: one thread per vCPU, one for device I/O. From here
+    // on the main thread (or whoever embeds us) only watches, pauses, and at the end stops.
+
+    /// Starts the vCPU and I/O threads and returns. With `configuration.sandbox`, the process
+    /// drops its capabilities first and each thread installs its filter before its loop; the
+    /// caller's own thread is left alone (see `confineCallingThread`). A machine starts once.
+    public func start() throws(LaunchError) {
+        guard threads.withLock({ t -> Bool in defer { t.started = true }; return !t.started }) else {
+            throw .setup("the machine has already been started")
+        }
+        guard KickSignal.installed else { throw .setup("cannot install the vCPU kick signal's handler") }
+        try watchConsoleInput()
+        // Setup is over: from here on no thread needs a capability, a new file or a new thread
+        // beyond the ones started below (docs/Sandbox.md).
+        let sandbox = try MachineSandbox(enabled: configuration.sandbox, vcpus: vcpus, taps: taps)
+        self.sandbox.withLock { $0 = sandbox }
+        let events = self.events, power = self.power, gate = self.gate
+        gate.enter()
+        let io = try MachineThread(name: "lguest-io") {
+            defer { gate.leave() }
+            guard enterThreadSandbox(sandbox.io, power: power) else { return }
+            events.run(gate: gate)
+        }
+        threads.withLock { $0.io = io }
+        for (vcpu, filter) in zip(vcpus, sandbox.vcpus) {
+            let (ports, mmio) = (self.ports, self.mmio)
+            let trace = configuration.traceBoot && vcpu.id == 0
+            gate.enter()
+            let thread = try MachineThread(name: "lguest-vcpu\(vcpu.id)") {
+                defer { gate.leave() }
+                KickSignal.unblock()
+                guard enterThreadSandbox(filter, power: power) else { return }
+                if trace { printError(BootClock.line("trace: first KVM_RUN")) }
+                runVCPU(vcpu, ports: ports, mmio: mmio, power: power, gate: gate)
+            }
+            threads.withLock { $0.vcpus.append(thread) }
+        }
+    }
+
+    /// Installs the main thread's filter on the calling thread: for a program that, like the
+    /// command-line tool, does nothing after `start()` but wait and exit.
+    public func confineCallingThread() throws(LaunchError) {
+        try sandbox.withLock { $0 }?.confineMainThread()
+    }
+
+    /// Installs the watcher's filter on the calling thread, when the machine is sandboxed: for
+    /// the thread that waits for the VM to stop and then calls `shutdown()`.
+    public func confineWatcherThread() throws(LaunchError) {
+        guard configuration.sandbox else { return }
+        do throws(SandboxError) { try ThreadSandbox.watcher(process: getpid()).install() }
+        catch { throw .sandbox(error) }
+    }
+
+    /// Stops the VM where it is: every vCPU out of KVM_RUN and parked, the I/O thread parked
+    /// between two batches of work. Returns when all are, or false if the VM stopped instead.
+    @discardableResult
+    public func pause() -> Bool {
+        gate.pause { kickAll() }
+    }
+
+    /// Lets a paused VM go on where it was.
+    public func resume() { gate.resume() }
+
+    /// Whether the VM is paused.
+    public var isPaused: Bool { gate.isPaused }
+
+    /// Blocks until some thread reports a reason to stop (the guest, a failure, `requestStop`).
+    public func waitForStop() -> StopReason { power.waitForStop() }
+
+    /// Asks the machine to stop for `reason` (the first reason reported wins).
+    public func requestStop(_ reason: StopReason) { power.requestStop(reason) }
+
+    /// The reason the machine stopped, once it has.
+    public var stopReason: StopReason? { power.stopReason }
+
+    /// Ends every thread the machine started and lets go of what they used: when it returns no
+    /// thread of this machine is running, and the machine's descriptors close as soon as the
+    /// last reference to it goes. Stops the VM with `userQuit` if nothing stopped it before.
+    public func shutdown() {
+        power.requestStop(.userQuit)
+        gate.stop()
+        let started = threads.withLock { t -> MachineThreads? in
+            guard !t.shutDown else { return nil }
+            t.shutDown = true
+            return t
+        }
+        guard let started else { return }
+        kickAll()
+        started.io?.join()
+        for thread in started.vcpus { thread.join() }
+        events.removeAllHandlers()
+        for network in networks { network.setTapReadableHandler { _ in } }
+    }
+
+    /// Makes every thread reach its checkpoint: the vCPUs leave KVM_RUN, the I/O thread leaves
+    /// epoll_wait.
+    func kickAll() {
+        for vcpu in vcpus { vcpu.requestExit() }
+        let vcpuThreads = threads.withLock { $0.vcpus }
+        for thread in vcpuThreads { thread.kick() }
+        events.wake()
+    }
+
+    /// Keys from the connection's input go to the console (COM1 or virtio-console), through
+    /// the escape filter when asked. An input that is a regular file or /dev/null cannot be
+    /// watched, and the guest gets no input.
+    private func watchConsoleInput() throws(LaunchError) {
+        guard let fd = connection.input else { return }
+        let power = self.power, events = self.events
+        let deliver: @Sendable ([UInt8]) -> Void
+        if let console { deliver = { console.enqueueInput($0) } }
+        else { let serial = self.serial; deliver = { serial.enqueueInput($0) } }
+        let filter = Mutex(EscapeFilter())
+        let escape = connection.escapeQuits
+        _ = try events.watch(fd) {
+            var buffer = [UInt8](repeating: 0, count: 4096)
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 {
+                if n == 0 || (errno != EINTR && errno != EAGAIN) { events.unwatch(fd) }
+                return
+            }
+            let input = buffer.prefix(n)
+            guard escape else { deliver(Array(input)); return }
+            switch filter.withLock({ $0.filter(input) }) {
+            case .quit: power.requestStop(.userQuit)
+            case let .send(bytes): if !bytes.isEmpty { deliver(bytes) }
+            }
+        }
+    }
+
+    /// Types `bytes` on the guest's console, as if they came from the connection's input.
+    public func typeOnConsole(_ bytes: [UInt8]) {
+        if let console { console.enqueueInput(bytes) } else { serial.enqueueInput(bytes) }
+    }
+}
