@@ -21,6 +21,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.80.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
         // The only C: <linux/kvm.h>, ioctl numbers Swift cannot import, variadic calls.
@@ -43,9 +45,18 @@ let package = Package(
         .target(name: "Launcher", dependencies: ["KVM", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "Sandbox", "CKVM"]),
         // The embedding API: a `VirtualMachine` with a life cycle, over the Launcher.
         .target(name: "LguestKit", dependencies: ["Launcher", "Devices"]),
+        // Firecracker's control plane: its HTTP API on a Unix socket and its configuration
+        // file, over LguestKit. The routing and JSON are plain values (fuzzed); NIO carries HTTP.
+        .target(name: "Api", dependencies: [
+            "LguestKit", "Launcher", "Devices", "Sandbox",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The command-line tool's commands: arguments in, a checked `VMConfiguration` out.
         .target(name: "LguestCommands", dependencies: [
-            "LguestKit", "Launcher", "Devices",
+            "Api", "LguestKit", "Launcher", "Devices",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The command-line tool.
@@ -68,6 +79,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "LguestKitTests", dependencies: ["LguestKit", "TestSupport"]),
+        .testTarget(name: "ApiTests", dependencies: ["Api", "LguestKit", "TestSupport"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Launcher", "SandboxProbe", "CKVM"]),
         .testTarget(name: "LabTests", dependencies: []),
         .testTarget(name: "DocsTests", dependencies: []),

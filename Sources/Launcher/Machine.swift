@@ -24,6 +24,7 @@ public final class Machine: Sendable {
     let mmio: Bus
     let power: PowerControl
     let serial: Serial
+    let keyboard: I8042
     let console: ConsoleDevice?
     let virtio: [VirtioSlot]
     let events: EventLoop
@@ -121,6 +122,12 @@ public final class Machine: Sendable {
             try vm.attachInterrupt(serialInterrupt, gsi: PlatformInterrupts.com1)
         } catch { throw .kvm(.call(error)) }
         serial = Serial(output: stdout, interrupt: { serialInterrupt.signal() })
+        let keyboardInterrupt: EventFD
+        do {
+            keyboardInterrupt = try EventFD()
+            try vm.attachInterrupt(keyboardInterrupt, gsi: PlatformInterrupts.keyboard)
+        } catch { throw .kvm(.call(error)) }
+        keyboard = I8042(power: power, interrupt: { keyboardInterrupt.signal() })
         var slots: [VirtioSlot] = []
         for (index, device) in devices.enumerated() {
             slots.append(try VirtioWiring.attach(device, index: index, vm: vm, memory: memory, events: events))
@@ -137,7 +144,7 @@ public final class Machine: Sendable {
         }
         let power = self.power
         do {
-            ports = try PlatformWiring.ports(serial: serial, power: power, bootTimer: BootTimer { value in
+            ports = try PlatformWiring.ports(serial: serial, keyboard: keyboard, power: power, bootTimer: BootTimer { value in
                 printError(BootClock.line("boot timer: the guest wrote 0x" + String(value, radix: 16)))
             })
             mmio = try Bus(slots.map { Bus.window($0.window.base.rawValue, $0.window.size, $0.transport) })

@@ -145,6 +145,10 @@ extension Machine {
         }
     }
 
+    /// Presses Ctrl-Alt-Delete on the i8042 keyboard: Linux hands it to init (SIGINT), which
+    /// is how Firecracker's `SendCtrlAltDel` asks a guest to shut down.
+    public func pressCtrlAltDel() { keyboard.pressKeys(I8042.ctrlAltDelete) }
+
     /// Types `bytes` on the guest's console, as if they came from the connection's input.
     public func typeOnConsole(_ bytes: [UInt8]) {
         if let console { console.enqueueInput(bytes) } else { serial.enqueueInput(bytes) }

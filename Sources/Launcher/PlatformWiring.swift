@@ -8,10 +8,10 @@ import Firmware
 /// `Machine` wires its VM with this, and the platform fuzz harness wires its bus with it too,
 /// so what is fuzzed is what the guest meets.
 public enum PlatformWiring {
-    public static func ports(serial: Serial, power: PowerControl, bootTimer: BootTimer) throws(Bus.Error) -> Bus {
+    public static func ports(serial: Serial, keyboard: I8042, power: PowerControl, bootTimer: BootTimer) throws(Bus.Error) -> Bus {
         try Bus([
             Bus.window(UInt64(PlatformPorts.com1), UInt64(PlatformPorts.com1Length), serial),
-            Bus.window(UInt64(PlatformPorts.i8042Data), 5, I8042(power: power)),
+            Bus.window(UInt64(PlatformPorts.i8042Data), 5, keyboard),
             Bus.window(0x80, 1, DebugPort()),
             Bus.window(UInt64(PlatformPorts.bootTimer), 1, bootTimer),
             Bus.window(UInt64(PlatformPorts.pvpanic), 1, PanicDevice(

@@ -12,6 +12,10 @@ import Glibc
 @main
 enum Entry {
     static func main() {
+        let arguments = Array(CommandLine.arguments.dropFirst())
+        if FirecrackerOptions.applies(programName: CommandLine.arguments.first ?? "lguest", arguments: arguments) {
+            runFirecracker(arguments)
+        }
         do {
             var command = try Lguest.parseAsRoot()
             try command.run()

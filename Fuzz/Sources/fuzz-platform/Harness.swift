@@ -22,7 +22,7 @@ enum PlatformHarness {
     static func run(_ input: inout FuzzInput) {
         let power = PowerControl()
         let serial = Serial(output: DiscardingSink(), interrupt: {})
-        guard let ports = try? PlatformWiring.ports(serial: serial, power: power, bootTimer: BootTimer { _ in }) else {
+        guard let ports = try? PlatformWiring.ports(serial: serial, keyboard: I8042(power: power), power: power, bootTimer: BootTimer { _ in }) else {
             fatalError("the platform's port windows overlap")
         }
 

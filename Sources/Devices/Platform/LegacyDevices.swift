@@ -85,20 +85,43 @@ public final class I8042: BusDevice {
     }
     private let state = Mutex(State())
     private let power: PowerControl
+    /// Raises the keyboard's interrupt line (ISA IRQ 1).
+    private let interrupt: @Sendable () -> Void
 
     /// The window covers ports 0x60..0x64; offsets 0 (data) and 4 (status/command) matter.
     public static let dataOffset: UInt64 = 0
     public static let commandOffset: UInt64 = 4
 
-    public init(power: PowerControl) { self.power = power }
+    /// Ctrl, Alt and Delete pressed, then released, in scan code set 1 (what the guest reads
+    /// with translation on): Linux's keyboard driver hands the combination to init.
+    public static let ctrlAltDelete: [UInt8] = [0x1D, 0x38, 0xE0, 0x53, 0xE0, 0xD3, 0xB8, 0x9D]
+
+    public init(power: PowerControl, interrupt: @escaping @Sendable () -> Void = {}) {
+        self.power = power
+        self.interrupt = interrupt
+    }
+
+    /// Puts `scancodes` in the output buffer as keys pressed on the keyboard, and interrupts the
+    /// guest if its command byte lets the keyboard interrupt. The guest reads one byte per
+    /// interrupt; each read that leaves more behind interrupts again.
+    public func pressKeys(_ scancodes: [UInt8]) {
+        let raise = state.withLock { s -> Bool in
+            s.output.append(contentsOf: scancodes)
+            return s.commandByte & 0x01 != 0
+        }
+        if raise { interrupt() }
+    }
 
     public func read(offset: UInt64, into data: UnsafeMutableRawBufferPointer) {
         guard !data.isEmpty else { return }
         for i in data.indices { data[i] = 0 }
+        var more = false
+        defer { if more { interrupt() } }
         state.withLock { s in
             switch offset {
             case Self.dataOffset:
                 data[0] = s.output.isEmpty ? 0 : s.output.removeFirst()
+                if !s.output.isEmpty, s.commandByte & 0x01 != 0 { more = true }
             case Self.commandOffset:
                 // Status: bit 0 output buffer full, bit 2 system flag (self-test passed).
                 data[0] = (s.output.isEmpty ? 0 : 0x01) | 0x04

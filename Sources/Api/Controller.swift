@@ -1,0 +1,156 @@
+import FoundationEssentials
+import LguestKit
+import Synchronization
+
+/// One API request, as the HTTP layer hands it over.
+public struct ApiRequest: Sendable, Equatable {
+    public var method: String
+    public var path: String
+    public var body: [UInt8]
+
+    public init(method: String, path: String, body: [UInt8] = []) {
+        self.method = method
+        self.path = path
+        self.body = body
+    }
+}
+
+/// The answer: 204 with no body, 200 with JSON, or 400 with `{"fault_message": …}`.
+public struct ApiResponse: Sendable, Equatable {
+    public var status: Int
+    public var body: [UInt8]
+    /// Firecracker's `Deprecation: true`, for requests that used a deprecated field.
+    public var deprecated = false
+
+    static let noContent = ApiResponse(status: 204, body: [])
+
+    static func json(_ value: some Encodable) -> ApiResponse {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        return ApiResponse(status: 200, body: Array((try? encoder.encode(value)) ?? Data("{}".utf8)))
+    }
+
+    static func failure(_ failure: ApiFailure) -> ApiResponse {
+        ApiResponse(status: 400, body: Array((try? JSONEncoder().encode(ApiError(fault_message: failure.message))) ?? Data()))
+    }
+}
+
+/// The VMM side of the API: Firecracker's resources before `InstanceStart`, the VM after, and
+/// the rules on which request is allowed when. Requests run one at a time, on the thread that
+/// calls `handle` (the VMM thread), never on a vCPU.
+public final class Controller: Sendable {
+    public static let firecrackerVersion = "1.17.0-dev"
+
+    public let id: String
+    let sandbox: Bool
+    let console: ConsoleConnection
+    private let resources = Mutex(Resources())
+    private let vm = Mutex<VirtualMachine?>(nil)
+    /// Called with the VM once `InstanceStart` has started it (to watch for its end).
+    private let onStart: @Sendable (VirtualMachine) -> Void
+    private let metricsSet = Mutex(false)
+
+    public init(id: String, sandbox: Bool, console: ConsoleConnection, onStart: @escaping @Sendable (VirtualMachine) -> Void = { _ in }) {
+        self.id = id
+        self.sandbox = sandbox
+        self.console = console
+        self.onStart = onStart
+    }
+
+    public var currentResources: Resources { resources.withLock { $0 } }
+    public var machine: VirtualMachine? { vm.withLock { $0 } }
+    var started: Bool { vm.withLock { $0 } != nil }
+
+    /// `GET /`'s `state`.
+    var stateName: String {
+        guard let vm = machine else { return "Not started" }
+        switch vm.state {
+        case .paused: return "Paused"
+        case .notStarted: return "Not started"
+        default: return "Running"
+        }
+    }
+
+    public func handle(_ request: ApiRequest) -> ApiResponse {
+        do { return try Router.route(request, to: self) }
+        catch { return .failure(error) }
+    }
+
+    // MARK: - Pre-boot resources
+
+    func preBoot(_ change: (inout Resources) throws(ApiFailure) -> Void) throws(ApiFailure) -> ApiResponse {
+        guard !started else { throw .afterStart }
+        var copy = currentResources
+        try change(&copy)
+        resources.withLock { $0 = copy }
+        return .noContent
+    }
+
+    /// Applies a whole configuration file, as `--config-file` does.
+    public func apply(configFile body: [UInt8]) throws(ApiFailure) {
+        let value: JSONValue
+        do { value = try JSONDecoder().decode(JSONValue.self, from: Data(body)) }
+        catch { throw .deserialize(describe(error)) }
+        guard case let .object(top) = value else { throw .deserialize("invalid type: expected a JSON object") }
+        for (key, shape) in Shape.configFile {
+            switch top[key] {
+            case let .array(items)?: for item in items { try shape.check(item) }
+            case let item?: try shape.check(item)
+            case nil: break
+            }
+        }
+        let file: FullVmConfiguration
+        do { file = try JSONDecoder().decode(FullVmConfiguration.self, from: Data(body)) }
+        catch { throw .deserialize(describe(error)) }
+        _ = try preBoot { (r: inout Resources) throws(ApiFailure) in
+            if let boot = file.bootSource { try r.setBootSource(boot) }
+            if let machine = file.machineConfig { try r.setMachine(machine) }
+            for drive in file.drives ?? [] { try Router.checkID(drive.drive_id); try r.putDrive(drive) }
+            for network in file.networkInterfaces ?? [] { try Router.checkID(network.iface_id); try r.putNetwork(network) }
+            if let entropy = file.entropy { r.entropy = entropy }
+            if let logger = file.logger { r.logger = logger }
+            if let metrics = file.metrics { r.metrics = metrics }
+        }
+    }
+
+    // MARK: - Actions
+
+    func instanceStart() throws(ApiFailure) -> ApiResponse {
+        guard !started else { throw .afterStart }
+        let configuration = try currentResources.configuration(sandbox: sandbox)
+        let machine = VirtualMachine(configuration: configuration, console: console)
+        do throws(LaunchError) { try machine.start() }
+        catch { throw .fault("Cannot start the microVM: \(error.description)") }
+        vm.withLock { $0 = machine }
+        onStart(machine)
+        return .noContent
+    }
+
+    func setVMState(_ state: String) throws(ApiFailure) -> ApiResponse {
+        guard ["Paused", "Resumed"].contains(state) else {
+            throw .deserialize("unknown variant `\(state)`, expected `Paused` or `Resumed`")
+        }
+        guard let machine else { throw .beforeStart }
+        do throws(VirtualMachine.StateError) {
+            if state == "Paused", machine.state != .paused { try machine.pause() }
+            if state == "Resumed", machine.state == .paused { try machine.resume() }
+        } catch { throw .fault("Cannot change the microVM's state: \(error.description)") }
+        return .noContent
+    }
+
+    func sendCtrlAltDel() throws(ApiFailure) -> ApiResponse {
+        guard let machine else { throw .beforeStart }
+        guard let running = machine.runningMachineForControl else { throw .fault("The microVM is not running.") }
+        running.pressCtrlAltDel()
+        return .noContent
+    }
+
+    func setMetrics(_ config: MetricsConfig) throws(ApiFailure) -> ApiResponse {
+        guard !started else { throw .afterStart }
+        guard metricsSet.withLock({ done in defer { done = true }; return !done }) else {
+            throw .fault("Reinitialization of metrics not allowed.")
+        }
+        resources.withLock { $0.metrics = config }
+        return .noContent
+    }
+}

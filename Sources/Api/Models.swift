@@ -1,0 +1,160 @@
+// Firecracker's API objects, field for field (its API document, firecracker-api-1.17.0-dev.yaml,
+// and docs/api/lguest.yaml say where lguest differs). Every field is optional to the decoder;
+// `Strict` checks required fields and refuses unknown ones, as Firecracker's serde does.
+
+/// `PUT /boot-source`.
+public struct BootSource: Codable, Equatable, Sendable {
+    public var kernel_image_path: String
+    public var boot_args: String?
+    public var initrd_path: String?
+}
+
+/// `GET/PUT/PATCH /machine-config`.
+public struct MachineConfig: Codable, Equatable, Sendable {
+    public var vcpu_count: Int
+    public var mem_size_mib: Int
+    public var smt: Bool?
+    public var track_dirty_pages: Bool?
+    public var huge_pages: String?
+    public var cpu_template: String?
+
+    public static let `default` = MachineConfig(vcpu_count: 1, mem_size_mib: 128, smt: false,
+                                                track_dirty_pages: false, huge_pages: "None", cpu_template: nil)
+}
+
+/// `PATCH /machine-config`: any subset.
+public struct MachineConfigPatch: Codable, Equatable, Sendable {
+    public var vcpu_count: Int?
+    public var mem_size_mib: Int?
+    public var smt: Bool?
+    public var track_dirty_pages: Bool?
+    public var huge_pages: String?
+    public var cpu_template: String?
+}
+
+/// Firecracker's token bucket (`size` bytes or operations, refilled every `refill_time` ms).
+public struct TokenBucket: Codable, Equatable, Sendable {
+    public var size: Int
+    public var refill_time: Int
+    public var one_time_burst: Int?
+}
+
+/// `rate_limiter`: a bandwidth bucket and an operations bucket, both optional.
+public struct RateLimiter: Codable, Equatable, Sendable {
+    public var bandwidth: TokenBucket?
+    public var ops: TokenBucket?
+}
+
+/// `PUT /drives/{id}`.
+public struct Drive: Codable, Equatable, Sendable {
+    public var drive_id: String
+    public var path_on_host: String?
+    public var is_root_device: Bool
+    public var is_read_only: Bool?
+    public var partuuid: String?
+    public var cache_type: String?
+    public var io_engine: String?
+    public var rate_limiter: RateLimiter?
+    public var socket: String?
+}
+
+/// `PATCH /drives/{id}`.
+public struct DrivePatch: Codable, Equatable, Sendable {
+    public var drive_id: String
+    public var path_on_host: String?
+    public var rate_limiter: RateLimiter?
+}
+
+/// `PUT /network-interfaces/{id}`.
+public struct NetworkInterface: Codable, Equatable, Sendable {
+    public var iface_id: String
+    public var host_dev_name: String
+    public var guest_mac: String?
+    public var mtu: Int?
+    public var rx_rate_limiter: RateLimiter?
+    public var tx_rate_limiter: RateLimiter?
+}
+
+/// `PATCH /network-interfaces/{id}`.
+public struct NetworkInterfacePatch: Codable, Equatable, Sendable {
+    public var iface_id: String
+    public var rx_rate_limiter: RateLimiter?
+    public var tx_rate_limiter: RateLimiter?
+}
+
+/// `PUT /entropy`.
+public struct EntropyDevice: Codable, Equatable, Sendable {
+    public var rate_limiter: RateLimiter?
+}
+
+/// `PUT /actions`.
+public struct InstanceActionInfo: Codable, Equatable, Sendable {
+    public var action_type: String
+}
+
+/// `PATCH /vm`.
+public struct VmState: Codable, Equatable, Sendable {
+    public var state: String
+}
+
+/// `PUT /logger`.
+public struct LoggerConfig: Codable, Equatable, Sendable {
+    public var log_path: String?
+    public var level: String?
+    public var show_level: Bool?
+    public var show_log_origin: Bool?
+    public var module: String?
+}
+
+/// `PUT /metrics`.
+public struct MetricsConfig: Codable, Equatable, Sendable {
+    public var metrics_path: String
+    public var emit_id: Bool?
+    public var properties: [String: String]?
+}
+
+/// `GET /`.
+public struct InstanceInfo: Codable, Equatable, Sendable {
+    public var app_name: String
+    public var id: String
+    public var state: String
+    public var vmm_version: String
+}
+
+/// `GET /version`.
+public struct FirecrackerVersion: Codable, Equatable, Sendable {
+    public var firecracker_version: String
+}
+
+/// `GET /vm/config`, and the `--config-file` format: kebab-case keys at the top.
+public struct FullVmConfiguration: Codable, Equatable, Sendable {
+    public var bootSource: BootSource?
+    public var drives: [Drive]?
+    public var machineConfig: MachineConfig?
+    public var networkInterfaces: [NetworkInterface]?
+    public var entropy: EntropyDevice?
+    public var logger: LoggerConfig?
+    public var metrics: MetricsConfig?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case bootSource = "boot-source", drives, machineConfig = "machine-config"
+        case networkInterfaces = "network-interfaces", entropy, logger, metrics
+    }
+
+    /// Writes every key, `null`s included, as Firecracker's `GET /vm/config` does.
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(bootSource, forKey: .bootSource)
+        try container.encode(drives ?? [], forKey: .drives)
+        try container.encode(machineConfig, forKey: .machineConfig)
+        try container.encode(networkInterfaces ?? [], forKey: .networkInterfaces)
+        try container.encode(entropy, forKey: .entropy)
+        try container.encode(logger, forKey: .logger)
+        try container.encode(metrics, forKey: .metrics)
+    }
+}
+
+/// The error body of every refusal.
+public struct ApiError: Codable, Equatable, Sendable {
+    public var fault_message: String
+}
