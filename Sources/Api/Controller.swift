@@ -26,12 +26,14 @@ public struct ApiResponse: Sendable, Equatable {
 
     static func json(_ value: some Encodable) -> ApiResponse {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return ApiResponse(status: 200, body: Array((try? encoder.encode(value)) ?? Data("{}".utf8)))
     }
 
     static func failure(_ failure: ApiFailure) -> ApiResponse {
-        ApiResponse(status: 400, body: Array((try? JSONEncoder().encode(ApiError(fault_message: failure.message))) ?? Data()))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        return ApiResponse(status: 400, body: Array((try? encoder.encode(ApiError(fault_message: failure.message))) ?? Data()))
     }
 }
 
@@ -72,8 +74,11 @@ public final class Controller: Sendable {
     }
 
     public func handle(_ request: ApiRequest) -> ApiResponse {
-        do { return try Router.route(request, to: self) }
-        catch { return .failure(error) }
+        var response: ApiResponse
+        do { response = try Router.route(request, to: self) }
+        catch { response = .failure(error) }
+        response.deprecated = Router.usesDeprecatedField(request)
+        return response
     }
 
     // MARK: - Pre-boot resources

@@ -29,7 +29,7 @@ public final class ApiServer: Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 16)
             .childChannelInitializer { channel in
-                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: true).flatMap {
+                channel.pipeline.configureHTTPServerPipeline(withErrorHandling: false).flatMap {
                     channel.pipeline.addHandler(RequestHandler(maxPayload: maxPayload, queue: queue, controller: controller, log: log))
                 }
             }
@@ -113,6 +113,15 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
                 handler.respond(context: context, response, keepAlive: keepAlive)
             }
         }
+    }
+
+    /// A request NIO's parser could not read (an unknown method, a malformed head): a 400 with
+    /// a fault message, then the connection closes, since its framing is lost.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard error is HTTPParserError else { context.close(promise: nil); return }
+        let failure = ApiFailure.fault("Invalid HTTP request: \(error). Firecracker's API takes GET, PUT, PATCH and DELETE.")
+        head = nil
+        respond(context: context, ApiResponse.failure(failure), keepAlive: false)
     }
 
     private func respond(context: ChannelHandlerContext, _ response: ApiResponse, keepAlive: Bool) {

@@ -1,3 +1,5 @@
+import FoundationEssentials
+
 /// Firecracker's routing: (method, first path segment, body present?) → an action, with its
 /// generic refusals. There are no 404s or 405s: every refusal is a 400 with a fault message.
 enum Router {
@@ -56,9 +58,7 @@ enum Router {
         case ("PUT", "machine-config"):
             try single()
             let config = try body(MachineConfig.self, .machineConfig)
-            var response = try controller.preBoot { (r: inout Resources) throws(ApiFailure) in try r.setMachine(config) }
-            response.deprecated = config.cpu_template != nil
-            return response
+            return try controller.preBoot { (r: inout Resources) throws(ApiFailure) in try r.setMachine(config) }
         case ("PATCH", "machine-config"):
             try single()
             let patch = try body(MachineConfigPatch.self, .machineConfig)
@@ -130,6 +130,21 @@ enum Router {
             }
             throw invalid
         }
+    }
+
+    /// Fields Firecracker still takes but has deprecated, by the path's first segment: a request
+    /// that sends one gets `Deprecation: true`, whatever its outcome.
+    static let deprecatedFields: [String: [String]] = [
+        "machine-config": ["cpu_template"], "vsock": ["vsock_id"],
+        "snapshot": ["mem_file_path", "enable_diff_snapshots"],
+    ]
+
+    static func usesDeprecatedField(_ request: ApiRequest) -> Bool {
+        guard request.method == "PUT" || request.method == "PATCH" else { return false }
+        let first = request.path.split(separator: "/").first.map(String.init) ?? ""
+        guard let fields = deprecatedFields[first],
+              case let .object(object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(request.body)) else { return false }
+        return fields.contains { object[$0] != nil }
     }
 
     /// Firecracker's resource IDs: letters, digits and `_`, not empty.

@@ -4,66 +4,6 @@ import Testing
 
 /// The `lguest` tool as a user runs it: a real process, real files, this machine's /dev/kvm.
 /// Tiny guests stand in for Linux here (a full kernel boots in the lab tier).
-enum Tool {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-
-    static var binary: URL {
-        if let path = ProcessInfo.processInfo.environment["LGUEST_BINARY"] { return URL(fileURLWithPath: path) }
-        return packageRoot.appendingPathComponent(".build/debug/lguest")
-    }
-
-    struct Result {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var stderrLines: [Substring] { stderr.split(separator: "\n", omittingEmptySubsequences: true) }
-    }
-
-    /// Runs lguest with `arguments`, standard input from /dev/null, and a time limit.
-    static func run(_ arguments: [String], timeout: TimeInterval = 60) throws -> Result {
-        let process = Process()
-        process.executableURL = binary
-        process.arguments = arguments
-        process.standardInput = FileHandle.nullDevice
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let deadline = Date().addingTimeInterval(timeout)
-        // Read both pipes while waiting, so a chatty guest cannot block on a full pipe.
-        final class Collected: @unchecked Sendable { var data = Data() } // written once, read after group.wait()
-        let outData = Collected(), errData = Collected()
-        let group = DispatchGroup()
-        for (pipe, sink) in [(out, outData), (err, errData)] {
-            group.enter()
-            DispatchQueue.global().async {
-                sink.data = pipe.fileHandleForReading.readDataToEndOfFile()
-                group.leave()
-            }
-        }
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning {
-            process.terminate()
-            Issue.record("lguest \(arguments.joined(separator: " ")) did not finish within \(timeout) s")
-        }
-        process.waitUntilExit()
-        group.wait()
-        return Result(status: process.terminationStatus,
-                      stdout: String(decoding: outData.data, as: UTF8.self),
-                      stderr: String(decoding: errData.data, as: UTF8.self))
-    }
-
-    /// Writes `bytes` to a new temporary file and returns its path.
-    static func temporaryFile(_ bytes: [UInt8], name: String = "file") throws -> String {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lguest-tests-\(getpid())")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let url = directory.appendingPathComponent("\(UUID().uuidString)-\(name)")
-        try Data(bytes).write(to: url)
-        return url.path
-    }
-}
-
-let kvmUsable = access("/dev/kvm", R_OK | W_OK) == 0
 
 /// What the guest chooses to do with its life, and what lguest makes of it.
 @Suite(.enabled(if: kvmUsable, "no usable /dev/kvm on this host: tiny-guest runs skipped"))

@@ -4,7 +4,7 @@ import Synchronization
 import TestSupport
 import Testing
 
-let kvmUsable = access("/dev/kvm", R_OK | W_OK) == 0
+
 
 /// Counts what the guest prints and keeps its first bytes.
 final class ConsoleRecorder: Sendable {

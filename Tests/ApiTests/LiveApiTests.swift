@@ -1,0 +1,185 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// An lguest serving Firecracker's API, driven by a real HTTP client (curl over the Unix socket).
+final class ApiProcess {
+    let socket: String
+    let process = Process()
+    let console: String
+    let log: String
+
+    init(_ extra: [String] = [], name: String = "lguest") throws {
+        let directory = NSTemporaryDirectory() + "lguest-api-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        socket = directory + "/api.sock"
+        console = directory + "/console"
+        log = directory + "/log"
+        FileManager.default.createFile(atPath: console, contents: nil)
+        process.executableURL = Tool.binary
+        process.arguments = ["--api-sock", socket, "--id", "live-test", "--log-path", log] + extra
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = FileHandle(forWritingAtPath: console)
+        process.standardError = FileHandle(forWritingAtPath: console)
+        try process.run()
+        for _ in 0..<500 where !FileManager.default.fileExists(atPath: socket) { usleep(10_000) }
+    }
+
+    deinit {
+        if process.isRunning { process.terminate(); process.waitUntilExit() }
+    }
+
+    /// Sends one request with curl; returns the status, the body, and the response's headers.
+    func request(_ method: String, _ path: String, _ body: String? = nil) throws -> (status: Int, body: String, headers: String) {
+        let curl = Process()
+        curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        var arguments = ["-s", "-D", "-", "--unix-socket", socket, "-X", method, "http://localhost" + path]
+        if let body { arguments += ["-H", "Content-Type: application/json", "--data-binary", body] }
+        curl.arguments = arguments
+        let out = Pipe()
+        curl.standardOutput = out
+        try curl.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        curl.waitUntilExit()
+        let text = String(decoding: data, as: UTF8.self)
+        let parts = text.components(separatedBy: "\r\n\r\n")
+        let headers = parts.first ?? ""
+        let status = Int(headers.split(separator: " ").dropFirst().first ?? "") ?? -1
+        return (status, parts.dropFirst().joined(separator: "\r\n\r\n"), headers)
+    }
+
+    var consoleText: String { (try? String(contentsOfFile: console, encoding: .utf8)) ?? "" }
+
+    /// Waits up to `seconds` for the process to exit; returns its status, or nil.
+    func waitForExit(seconds: Double = 10) -> Int32? {
+        let deadline = Date().addingTimeInterval(seconds)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        return process.isRunning ? nil : process.terminationStatus
+    }
+}
+
+func wait(seconds: Double = 5, for condition: () -> Bool) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !condition() && Date() < deadline { usleep(10_000) }
+    return condition()
+}
+
+/// A guest that prints `x` on COM1 forever.
+let printsForever = TinyGuest.elf(TinyGuest.print("go\n") + TinyGuest.movDX(0x3F8) + TinyGuest.movAL(0x78) + TinyGuest.outDXAL + [0xEB, 0xFB])
+
+@Suite(.enabled(if: kvmUsable && FileManager.default.isExecutableFile(atPath: "/usr/bin/curl"), "needs /dev/kvm and curl"))
+struct LiveApiTests {
+    @Test func configureStartPauseResumeThroughTheSocket() throws {
+        let kernel = try Tool.temporaryFile(printsForever, name: "forever.elf")
+        let lguest = try ApiProcess()
+        let root = try lguest.request("GET", "/")
+        #expect(root.status == 200)
+        #expect(root.body == #"{"app_name":"Firecracker","id":"live-test","state":"Not started","vmm_version":"1.17.0-dev"}"#)
+        // The transport as Firecracker writes it: no reason phrase, its Server header, keep-alive.
+        let put = try lguest.request("PUT", "/boot-source", #"{"kernel_image_path": "\#(kernel)", "boot_args": "console=ttyS0"}"#)
+        #expect(put.status == 204 && put.body.isEmpty)
+        #expect(put.headers.hasPrefix("HTTP/1.1 204 \r\n"), "\(put.headers)")
+        #expect(put.headers.contains("Server: Firecracker API") && put.headers.contains("Connection: keep-alive"))
+        #expect(try lguest.request("PUT", "/machine-config", #"{"vcpu_count": 2, "mem_size_mib": 64}"#).status == 204)
+        #expect(try lguest.request("PUT", "/entropy", "{}").status == 204)
+        #expect(try lguest.request("PATCH", "/vm", #"{"state": "Paused"}"#).body == #"{"fault_message":"The requested operation is not supported before starting the microVM."}"#)
+
+        #expect(try lguest.request("PUT", "/actions", #"{"action_type": "InstanceStart"}"#).status == 204)
+        #expect(wait { lguest.consoleText.count > 1000 }, "the guest's console stayed quiet: \(lguest.consoleText.prefix(200))")
+        #expect(try lguest.request("GET", "/").body.contains(#""state":"Running""#))
+        let again = try lguest.request("PUT", "/actions", #"{"action_type": "InstanceStart"}"#)
+        #expect(again.status == 400 && again.body == #"{"fault_message":"The requested operation is not supported after starting the microVM."}"#)
+        #expect(try lguest.request("PUT", "/boot-source", #"{"kernel_image_path": "\#(kernel)"}"#).status == 400)
+        #expect(try lguest.request("GET", "/machine-config").body.contains(#""vcpu_count":2"#))
+
+        #expect(try lguest.request("PATCH", "/vm", #"{"state": "Paused"}"#).status == 204)
+        #expect(try lguest.request("GET", "/").body.contains(#""state":"Paused""#))
+        let paused = lguest.consoleText.count
+        usleep(300_000)
+        #expect(lguest.consoleText.count == paused, "the console advanced while paused")
+        #expect(try lguest.request("PATCH", "/vm", #"{"state": "Paused"}"#).status == 204, "pausing twice is a no-op")
+        #expect(try lguest.request("PATCH", "/vm", #"{"state": "Resumed"}"#).status == 204)
+        #expect(wait { lguest.consoleText.count > paused + 1000 }, "the guest did not go on after Resumed")
+        #expect(try lguest.request("PUT", "/actions", #"{"action_type": "SendCtrlAltDel"}"#).status == 204)
+        #expect(try lguest.request("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#).status == 204)
+        let log = (try? String(contentsOfFile: lguest.log, encoding: .utf8)) ?? ""
+        #expect(log.contains("[live-test:fc_vmm] Running Firecracker v1.17.0-dev"))
+        #expect(log.contains("[live-test:fc_vmm] API server started."))
+        #expect(log.contains(#"[live-test:fc_api] The API server received a Patch request on "/vm" with body "{"state": "Paused"}"."#))
+    }
+
+    @Test func theGuestPoweringOffEndsLguestWithZeroAndRemovesTheSocket() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff()), name: "hello.elf")
+        let lguest = try ApiProcess()
+        #expect(try lguest.request("PUT", "/boot-source", #"{"kernel_image_path": "\#(kernel)", "boot_args": "console=ttyS0"}"#).status == 204)
+        #expect(try lguest.request("PUT", "/actions", #"{"action_type": "InstanceStart"}"#).status == 204)
+        #expect(lguest.waitForExit() == 0)
+        #expect(lguest.consoleText.contains("hello from a tiny guest"))
+        #expect(!FileManager.default.fileExists(atPath: lguest.socket))
+    }
+
+    @Test func refusalsKeepTheServerServing() throws {
+        let lguest = try ApiProcess(["--http-api-max-payload-size", "100"])
+        let big = try lguest.request("PUT", "/boot-source", #"{"kernel_image_path": ""# + String(repeating: "a", count: 200) + #""}"#)
+        #expect(big.status == 400)
+        #expect(big.body.contains("is larger than the limit of 100 allowed by server."))
+        #expect(try lguest.request("PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "is_root_device": true, "path_on_host": "/none"}"#).status == 400)
+        #expect(try lguest.request("PUT", "/machine-config", "{not json").status == 400)
+        #expect(try lguest.request("POST", "/actions", #"{"action_type": "InstanceStart"}"#).body
+                == #"{"fault_message":"Invalid request method and/or path: POST /actions."}"#)
+        let unknown = try lguest.request("FOO", "/actions", "{}")
+        #expect(unknown.status == 400 && unknown.body.hasPrefix(#"{"fault_message":"Invalid HTTP request: "#), "\(unknown)")
+        #expect(try lguest.request("GET", "/").status == 200, "the server went away after refusals")
+    }
+
+    @Test func aSocketPathInUseIsRefused() throws {
+        let first = try ApiProcess()
+        let second = try Tool.run(["--api-sock", first.socket])
+        #expect(second.status == 1)
+        #expect(second.stderrLines == ["lguest: Failed to open the API socket at: \(first.socket). Check that it is not already used."])
+        #expect(try first.request("GET", "/").status == 200)
+    }
+
+    @Test func aConfigurationFileWithoutTheApiBootsAndExits() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff()), name: "hello.elf")
+        let config = try Tool.temporaryFile(Array("""
+            {"boot-source": {"kernel_image_path": "\(kernel)", "boot_args": "console=ttyS0"},
+             "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}, "drives": [], "unknown-top-level": 1}
+            """.utf8), name: "vm.json")
+        let result = try Tool.run(["--no-api", "--config-file", config])
+        #expect(result.status == 0)
+        #expect(result.stdout.contains("hello from a tiny guest"))
+        let bad = try Tool.temporaryFile(Array(#"{"boot-source": {"kernel_image_path": "\#(kernel)"}, "machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "x": 1}}"#.utf8), name: "bad.json")
+        let refused = try Tool.run(["--no-api", "--config-file", bad])
+        #expect(refused.status == 152)
+        #expect(refused.stderrLines.count == 1 && refused.stderr.contains("unknown field `x`"))
+    }
+
+    @Test func firecrackersFlagsAndRefusals() throws {
+        let version = try Tool.run(["--version", "--api-sock", "/nonexistent/x"])
+        #expect(version.status == 0 && version.stdout.hasPrefix("Firecracker v1.17.0-dev\n"))
+        let pci = try Tool.run(["--api-sock", "/tmp/x.sock", "--enable-pci"])
+        #expect(pci.status == 153)
+        #expect(pci.stderrLines == ["lguest: --enable-pci is not supported: lguest has no PCI (its devices are virtio-mmio) (lguest --help lists the options)"])
+        let noApi = try Tool.run(["--no-api"])
+        #expect(noApi.status == 153 && noApi.stderrLines.count == 1)
+        let badID = try Tool.run(["--id", "no spaces", "--no-api", "--config-file", "/x"])
+        #expect(badID.status == 153 && badID.stderr.contains("invalid instance ID"))
+    }
+
+    @Test func underTheNameFirecrackerItIsFirecracker() throws {
+        let directory = NSTemporaryDirectory() + "lguest-fc-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let link = directory + "/firecracker"
+        try FileManager.default.createSymbolicLink(atPath: link, withDestinationPath: Tool.binary.path)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: link)
+        process.arguments = ["--version"]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 0 && text.hasPrefix("Firecracker v"))
+    }
+}
