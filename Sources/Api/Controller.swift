@@ -1,6 +1,9 @@
 import FoundationEssentials
 import LguestKit
 import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One API request, as the HTTP layer hands it over.
 public struct ApiRequest: Sendable, Equatable {
@@ -51,6 +54,9 @@ public final class Controller: Sendable {
     /// Called with the VM once `InstanceStart` has started it (to watch for its end).
     private let onStart: @Sendable (VirtualMachine) -> Void
     private let metricsSet = Mutex(false)
+    private let metrics = Mutex<MetricsWriter?>(nil)
+    /// The API's own counters, by metrics group (absolute; the writer reports changes).
+    private let apiCounters = Mutex<[String: [String: UInt64]]>([:])
 
     public init(id: String, sandbox: Bool, console: ConsoleConnection, onStart: @escaping @Sendable (VirtualMachine) -> Void = { _ in }) {
         self.id = id
@@ -78,7 +84,42 @@ public final class Controller: Sendable {
         do { response = try Router.route(request, to: self) }
         catch { response = .failure(error) }
         response.deprecated = Router.usesDeprecatedField(request)
+        count(request, failed: response.status >= 400)
         return response
+    }
+
+    /// Counts `request` under Firecracker's `get_/put_/patch_api_requests` names.
+    private func count(_ request: ApiRequest, failed: Bool) {
+        let first = request.path.split(separator: "/").first.map(String.init) ?? ""
+        let names: [String: String] = [
+            "actions": "actions", "boot-source": "boot_source", "drives": "drive", "logger": "logger",
+            "machine-config": "machine_cfg", "cpu-config": "cpu_cfg", "metrics": "metrics",
+            "network-interfaces": "network", "mmds": "mmds", "vsock": "vsock", "pmem": "pmem",
+            "serial": "serial", "hotplug": "hotplug_memory",
+        ]
+        apiCounters.withLock { counters in
+            if request.method == "GET" {
+                let name = first.isEmpty ? "instance_info" : first == "version" ? "vmm_version" : names[first]
+                if let name { counters["get_api_requests", default: [:]]["\(name)_count", default: 0] += 1 }
+            } else if let name = names[first], request.method == "PUT" || request.method == "PATCH" {
+                let group = request.method == "PUT" ? "put_api_requests" : "patch_api_requests"
+                counters[group, default: [:]]["\(name)_count", default: 0] += 1
+                if failed { counters[group, default: [:]]["\(name)_fails", default: 0] += 1 }
+            }
+            if Router.usesDeprecatedField(request) { counters["deprecated_api", default: [:]]["deprecated_http_api_calls", default: 0] += 1 }
+        }
+    }
+
+    /// Writes a metrics line, if metrics are set up.
+    public func flushMetrics() {
+        guard let writer = metrics.withLock({ $0 }) else { return }
+        let resources = currentResources
+        let ordered = resources.drives.filter(\.is_root_device) + resources.drives.filter { !$0.is_root_device }
+        let sample = MetricsWriter.sample(api: apiCounters.withLock { $0 }, machine: machine?.runningMachineForControl?.statistics,
+                                          drives: ordered.map(\.drive_id), networks: resources.networks.map(\.iface_id))
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        writer.write(sample, timestamp: UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec) / 1_000_000)
     }
 
     // MARK: - Pre-boot resources
@@ -155,6 +196,13 @@ public final class Controller: Sendable {
         guard metricsSet.withLock({ done in defer { done = true }; return !done }) else {
             throw .fault("Reinitialization of metrics not allowed.")
         }
+        let writer: MetricsWriter
+        do throws(ApiFailure) { writer = try MetricsWriter(path: config.metrics_path, emitID: config.emit_id == true ? id : nil, properties: config.properties) }
+        catch {
+            metricsSet.withLock { $0 = false }
+            throw error
+        }
+        metrics.withLock { $0 = writer }
         resources.withLock { $0.metrics = config }
         return .noContent
     }

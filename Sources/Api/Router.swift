@@ -107,6 +107,7 @@ enum Router {
             case "SendCtrlAltDel": return try controller.sendCtrlAltDel()
             case "FlushMetrics":
                 guard controller.started else { throw .beforeStart }
+                controller.flushMetrics()
                 return .noContent
             default:
                 throw .deserialize("unknown variant `\(action.action_type)`, expected one of `FlushMetrics`, `InstanceStart`, `SendCtrlAltDel`")

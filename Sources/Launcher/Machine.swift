@@ -31,11 +31,15 @@ public final class Machine: Sendable {
     /// The TAP descriptors, which vCPU threads may still reconfigure once sandboxed.
     let taps: [CInt]
     let networks: [NetDevice]
+    let blocks: [BlockDevice]
+    let rng: RngDevice?
     /// The filters `start()` built, kept for `confineCallingThread()`.
     let sandbox = Mutex<MachineSandbox?>(nil)
 
     /// Where the guest's console goes and comes from.
     let connection: ConsoleConnection
+    /// The vCPUs' exits, by reason.
+    public let exits = ExitCounters()
     /// Where the threads park while paused and learn that the machine is stopping.
     let gate = RunGate()
     /// The threads `start()` made, joined by `shutdown()`.
@@ -72,9 +76,12 @@ public final class Machine: Sendable {
         var devices: [any VirtioDevice] = []
         let console = configuration.console == .virtio ? ConsoleDevice(output: stdout) : nil
         if let console { devices.append(console) }
+        var blocks: [BlockDevice] = []
         for disk in configuration.disks {
-            do throws(BlockError) { devices.append(try BlockDevice(disk)) } catch { throw .disk(error) }
+            do throws(BlockError) { blocks.append(try BlockDevice(disk)) } catch { throw .disk(error) }
         }
+        devices += blocks as [any VirtioDevice]
+        self.blocks = blocks
         var networks: [NetDevice] = []
         for network in configuration.networks {
             do throws(TapError) { networks.append(try NetDevice(configuration: network)) }
@@ -83,7 +90,8 @@ public final class Machine: Sendable {
         devices += networks as [any VirtioDevice]
         self.networks = networks
         taps = networks.map(\.tapDescriptor)
-        if configuration.rng { devices.append(RngDevice()) }
+        rng = configuration.rng ? RngDevice() : nil
+        if let rng { devices.append(rng) }
         self.console = console
         let windows = devices.indices.map(VirtioWiring.window(for:))
 
@@ -173,58 +181,6 @@ public final class Machine: Sendable {
         catch { throw .setup("\(error)") }
     }
 
-}
-
-/// The vCPU loop: run the guest until it exits to us, do what the exit asks, repeat.
-func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl, gate: RunGate) {
-    while gate.checkpoint() {
-        let exit: VCPUExit
-        do { exit = try vcpu.run() } catch {
-            power.requestStop(.failure("vCPU \(vcpu.id): \(error)"))
-            return
-        }
-        // Journey 4: the guest runs. Most of the time it never comes back here: KVM handles page
-        // faults, interrupts and halts in the kernel, and the guest's notifications go straight
-        // to eventfds. What reaches us is the rest: a port or an address that belongs to one of
-        // our devices, or the end of the world.
-        switch exit {
-        case let .portIO(access):
-            for i in 0..<access.count {
-                let item = UnsafeMutableRawBufferPointer(rebasing: access.data[(i * access.size)..<((i + 1) * access.size)])
-                if access.isWrite { ports.write(UInt64(access.port), from: UnsafeRawBufferPointer(item)) }
-                else { ports.read(UInt64(access.port), into: item) }
-            }
-        case let .mmio(access):
-            if access.isWrite { mmio.write(access.address, from: UnsafeRawBufferPointer(access.data)) }
-            else { mmio.read(access.address, into: access.data) }
-        case .halt:
-            // Only without an in-kernel APIC, which lguest always creates; nothing to do.
-            continue
-        case .shutdown:
-            power.requestStop(.tripleFault(vcpu: vcpu.id))
-            return
-        case let .failEntry(reason):
-            power.requestStop(.failure("vCPU \(vcpu.id): KVM could not enter the guest (hardware reason 0x\(String(reason, radix: 16)))"))
-            return
-        case let .internalError(suberror, data):
-            let words = data.map { "0x" + String($0, radix: 16) }.joined(separator: " ")
-            power.requestStop(.failure("vCPU \(vcpu.id): KVM internal error \(suberror)\(words.isEmpty ? "" : " (\(words))")"))
-            return
-        case let .systemEvent(type):
-            switch Int32(type) {
-            case KVM_SYSTEM_EVENT_SHUTDOWN: power.requestStop(.powerOff)
-            case KVM_SYSTEM_EVENT_RESET: power.requestStop(.reboot)
-            case KVM_SYSTEM_EVENT_CRASH: power.requestStop(.guestPanic)
-            default: power.requestStop(.failure("vCPU \(vcpu.id): unexpected system event \(type)"))
-            }
-            return
-        case .interrupted:
-            continue // a kick: the checkpoint above says why
-        case let .unexpected(reason):
-            power.requestStop(.failure("vCPU \(vcpu.id): unexpected KVM exit \(reason)"))
-            return
-        }
-    }
 }
 
 extension StopReason {

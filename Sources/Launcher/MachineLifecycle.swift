@@ -40,7 +40,7 @@ extension Machine {
         }
         threads.withLock { $0.io = io }
         for (vcpu, filter) in zip(vcpus, sandbox.vcpus) {
-            let (ports, mmio) = (self.ports, self.mmio)
+            let (ports, mmio, exits) = (self.ports, self.mmio, self.exits)
             let trace = configuration.traceBoot && vcpu.id == 0
             gate.enter()
             let thread = try MachineThread(name: "lguest-vcpu\(vcpu.id)") {
@@ -48,7 +48,7 @@ extension Machine {
                 KickSignal.unblock()
                 guard enterThreadSandbox(filter, power: power) else { return }
                 if trace { printError(BootClock.line("trace: first KVM_RUN")) }
-                runVCPU(vcpu, ports: ports, mmio: mmio, power: power, gate: gate)
+                runVCPU(vcpu, ports: ports, mmio: mmio, power: power, gate: gate, exits: exits)
             }
             threads.withLock { $0.vcpus.append(thread) }
         }
@@ -152,5 +152,27 @@ extension Machine {
     /// Types `bytes` on the guest's console, as if they came from the connection's input.
     public func typeOnConsole(_ bytes: [UInt8]) {
         if let console { console.enqueueInput(bytes) } else { serial.enqueueInput(bytes) }
+    }
+}
+
+/// What a machine's devices and vCPUs have done, read at once for metrics.
+public struct MachineStatistics: Sendable {
+    public var blocks: [BlockStatistics]
+    public var networks: [NetStatistics]
+    public var rng: RngDevice.Statistics?
+    public var uart: UartStatistics
+    public var exitsIOIn: UInt64, exitsIOOut: UInt64, exitsMMIORead: UInt64, exitsMMIOWrite: UInt64, vcpuFailures: UInt64
+    public var panicked: Bool
+}
+
+extension Machine {
+    public var statistics: MachineStatistics {
+        MachineStatistics(
+            blocks: blocks.map(\.statistics), networks: networks.map(\.statistics), rng: rng?.statistics,
+            uart: serial.statistics,
+            exitsIOIn: exits.ioIn.load(ordering: .relaxed), exitsIOOut: exits.ioOut.load(ordering: .relaxed),
+            exitsMMIORead: exits.mmioRead.load(ordering: .relaxed), exitsMMIOWrite: exits.mmioWrite.load(ordering: .relaxed),
+            vcpuFailures: exits.failures.load(ordering: .relaxed),
+            panicked: power.stopReason == .guestPanic)
     }
 }

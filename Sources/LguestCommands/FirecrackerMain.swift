@@ -45,10 +45,19 @@ enum FirecrackerMain {
         let queue = VMMQueue()
         let isTerminal = isatty(0) == 1
         let server = ServerBox()
+        let controllerBox = ControllerBox()
         let controller = Controller(
             id: options.id, sandbox: sandbox,
             console: ConsoleConnection(output: output, input: 0, escapeQuits: isTerminal),
             onStart: { vm in
+                // Metrics every 60 s from the start, on the VMM thread like every other request.
+                _ = try? MachineThread(name: "lguest-metrics") {
+                    while true {
+                        var interval = timespec(tv_sec: 60, tv_nsec: 0), left = timespec()
+                        while nanosleep(&interval, &left) != 0 { interval = left }
+                        queue.submit { controllerBox.value?.flushMetrics() }
+                    }
+                }
                 vm.observeState { state in
                     guard case let .stopped(reason) = state else { return }
                     queue.submit {
@@ -62,6 +71,11 @@ enum FirecrackerMain {
                     }
                 }
             })
+        controllerBox.value = controller
+        if let path = options.metricsPath {
+            let response = controller.handle(ApiRequest(method: "PUT", path: "/metrics", body: Array("{\"metrics_path\": \(jsonString(path))}".utf8)))
+            if response.status != 204 { fail("--metrics-path \(path): \(String(decoding: response.body, as: UTF8.self))") }
+        }
         TerminatingSignals.unblock()
         Terminal.enterRawMode()
 
@@ -119,3 +133,10 @@ final class ServerBox: @unchecked Sendable {
     // @unchecked: written once on the main thread before the first job that reads it is queued.
     var value: ApiServer?
 }
+
+/// The controller, for the metrics thread (set once, before the VM can start).
+final class ControllerBox: @unchecked Sendable {
+    // @unchecked: written once on the main thread before any thread that reads it starts.
+    var value: Controller?
+}
+

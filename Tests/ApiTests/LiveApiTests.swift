@@ -108,6 +108,37 @@ struct LiveApiTests {
         #expect(log.contains(#"[live-test:fc_api] The API server received a Patch request on "/vm" with body "{"state": "Paused"}"."#))
     }
 
+    @Test func metricsLinesOnFlushWithChangesSinceTheLastLine() throws {
+        let kernel = try Tool.temporaryFile(printsForever, name: "forever.elf")
+        let metrics = NSTemporaryDirectory() + "lguest-metrics-\(UUID().uuidString)"
+        defer { unlink(metrics) }
+        let lguest = try ApiProcess(["--metrics-path", metrics])
+        #expect(try lguest.request("PUT", "/boot-source", #"{"kernel_image_path": "\#(kernel)", "boot_args": "console=ttyS0"}"#).status == 204)
+        #expect(try lguest.request("PUT", "/boot-source", #"{"kernel_image_path": "/none"}"#).status == 400)
+        #expect(try lguest.request("PUT", "/actions", #"{"action_type": "InstanceStart"}"#).status == 204)
+        #expect(wait { lguest.consoleText.count > 100 })
+        #expect(try lguest.request("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#).status == 204)
+        #expect(try lguest.request("PUT", "/actions", #"{"action_type": "FlushMetrics"}"#).status == 204)
+        let lines = try String(contentsOfFile: metrics, encoding: .utf8).split(separator: "\n")
+        #expect(lines.count == 2)
+        let objects = lines.compactMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(objects.count == 2, "a line is not a JSON object")
+        guard objects.count == 2 else { return }
+        for group in ["api_server", "balloon", "block", "deprecated_api", "get_api_requests", "i8042", "latencies_us", "logger",
+                      "mmds", "net", "patch_api_requests", "put_api_requests", "seccomp", "vcpu", "vmm", "uart", "signals",
+                      "vsock", "entropy", "interrupts"] {
+            #expect(objects[0][group] is [String: Any], "no group \(group)")
+        }
+        let timestamp = try #require(objects[0]["utc_timestamp_ms"] as? Int)
+        #expect(abs(Double(timestamp) / 1000 - Date().timeIntervalSince1970) < 60)
+        let put = { (i: Int) in objects[i]["put_api_requests"] as? [String: Int] ?? [:] }
+        #expect(put(0)["boot_source_count"] == 2 && put(0)["boot_source_fails"] == 1 && put(0)["actions_count"] == 1)
+        #expect(put(1)["boot_source_count"] == 0, "counters are reported as changes since the previous line")
+        let vcpu = objects[0]["vcpu"] as? [String: Any] ?? [:]
+        #expect((vcpu["exit_io_out"] as? Int ?? 0) > 100, "the guest's port writes were not counted: \(vcpu)")
+        #expect(((objects[0]["uart"] as? [String: Int])?["write_count"] ?? 0) > 100)
+    }
+
     @Test func theGuestPoweringOffEndsLguestWithZeroAndRemovesTheSocket() throws {
         let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff()), name: "hello.elf")
         let lguest = try ApiProcess()

@@ -48,6 +48,7 @@ public final class Serial: BusDevice {
         var transmitEmptyPending = false
         var input: [UInt8] = []
         var inputStart = 0
+        var statistics = UartStatistics()
         var inputCount: Int { input.count - inputStart }
 
         var interruptPending: Bool {
@@ -68,6 +69,9 @@ public final class Serial: BusDevice {
     private let output: any ByteSink
     private let interrupt: @Sendable () -> Void
 
+    /// What the UART has carried, for metrics.
+    public var statistics: UartStatistics { state.withLock { $0.statistics } }
+
     /// `interrupt` raises the UART's line (IRQ 4 for COM1) as an edge.
     public init(output: any ByteSink, interrupt: @escaping @Sendable () -> Void) {
         self.output = output
@@ -79,7 +83,9 @@ public final class Serial: BusDevice {
         // Every batch of input gets its own edge: an edge lost while another reason was pending
         // would leave the guest never reading. A spare one costs the guest one IIR read.
         let raise = state.withLock { s -> Bool in
-            for byte in bytes where s.inputCount < Self.inputLimit { s.input.append(byte) }
+            for byte in bytes {
+                if s.inputCount < Self.inputLimit { s.input.append(byte) } else { s.statistics.droppedInput += 1 }
+            }
             return s.interruptEnable & Self.ierReceivedData != 0 && s.inputCount > 0
         }
         if raise { interrupt() }
@@ -93,6 +99,7 @@ public final class Serial: BusDevice {
             case Register.data where dlab:
                 return (UInt8(truncatingIfNeeded: s.divisor), false)
             case Register.data:
+                if s.inputCount > 0 { s.statistics.received += 1 }
                 let byte = s.popInput()
                 // More input waiting: the guest's handler reads in a loop while LSR says data ready.
                 return (byte, false)
@@ -147,6 +154,7 @@ public final class Serial: BusDevice {
                     if s.inputCount < Self.fifoSize { s.input.append(value) }
                 } else {
                     transmit = value
+                    s.statistics.transmitted += 1
                 }
                 s.transmitEmptyPending = true
             case Register.interruptEnable where dlab:
@@ -176,4 +184,14 @@ public final class Serial: BusDevice {
         }
         if raise { interrupt() }
     }
+}
+
+/// What a UART has carried since it was created.
+public struct UartStatistics: Sendable, Equatable {
+    /// Bytes the guest transmitted (to the host's console).
+    public var transmitted: UInt64 = 0
+    /// Bytes the guest read from the receive buffer.
+    public var received: UInt64 = 0
+    /// Bytes typed on the host that did not fit while the guest was not reading.
+    public var droppedInput: UInt64 = 0
 }
