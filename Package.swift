@@ -14,7 +14,7 @@ let package = Package(
         // lguest as a library: `VirtualMachine`, for Swift programs that run VMs in-process.
         .library(name: "LguestKit", targets: ["LguestKit"]),
         // The layers a guest or a user can feed bytes to, for the fuzz harnesses in Fuzz/.
-        .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Firmware", "Virtio", "Devices", "Launcher", "LguestCommands"]),
+        .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Firmware", "Virtio", "Devices", "Launcher", "LguestCommands", "Api", "LguestKit"]),
         // The device layers on their own, for the benchmarks in Benchmarks/ (a separate
         // package, so the normal build and tests never compile them).
         .library(name: "LguestDevices", targets: ["Devices", "Virtio", "GuestMemory"]),

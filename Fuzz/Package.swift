@@ -17,6 +17,8 @@ let harnesses = [
     "fuzz-platform",
     // The `lguest` command line, and the option values it parses.
     "fuzz-cli", "fuzz-options",
+    // Firecracker's API: routing, strict JSON, the controller's rules, requests in sequence.
+    "fuzz-api",
 ]
 
 let package = Package(

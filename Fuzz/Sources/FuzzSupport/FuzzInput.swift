@@ -39,6 +39,14 @@ public struct FuzzInput {
 
     /// Everything not consumed yet.
     public mutating func rest() -> [UInt8] { take(remaining) }
+
+    /// The bytes up to `terminator` (consumed, not returned), or to the end.
+    public mutating func bytes(until terminator: UInt8) -> [UInt8] {
+        let start = min(position, bytes.count)
+        let end = bytes[start...].firstIndex(of: terminator) ?? bytes.count
+        position = min(end + 1, bytes.count)
+        return Array(bytes[start ..< end])
+    }
 }
 
 /// Builds an input for the formats above: the mirror of `FuzzInput`, for seeds.
