@@ -2,6 +2,8 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Sandbox
+import Launcher
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -17,7 +19,10 @@ public final class ApiServer: Sendable {
 
     /// Binds and listens at `socketPath`; refuses a path that already exists, as Firecracker
     /// does. `handle` runs each request (on the VMM thread, by way of `queue`).
-    public init(socketPath: String, maxPayload: Int, queue: VMMQueue, controller: Controller, log: Logger = Logger(label: "lguest")) throws(ApiStartError) {
+    /// With `sandboxed`, the event loop's thread confines itself once the socket listens:
+    /// no capabilities, no new privileges, and the API thread's filter (docs/Sandbox.md).
+    public init(socketPath: String, maxPayload: Int, queue: VMMQueue, controller: Controller,
+                log: Logger = Logger(label: "lguest"), sandboxed: Bool = false) throws(ApiStartError) {
         var info = stat()
         if lstat(socketPath, &info) == 0 {
             throw ApiStartError("Failed to open the API socket at: \(socketPath). Check that it is not already used.")
@@ -38,9 +43,31 @@ public final class ApiServer: Sendable {
             try? group.syncShutdownGracefully()
             throw ApiStartError("Failed to open the API socket at: \(socketPath): \(error)")
         }
+        guard sandboxed else { return }
+        let process = getpid()
+        let failure: String?
+        do {
+            failure = try channel.eventLoop.submit { () -> String? in
+                do throws(SandboxError) {
+                    try Privileges.forbidNewPrivileges()
+                    try Privileges.dropCapabilities()
+                    try ThreadSandbox.api(process: process).install()
+                    return nil
+                } catch { return error.description }
+            }.wait()
+        } catch { failure = "the API thread did not answer: \(error)" }
+        if let failure {
+            close()
+            throw ApiStartError("cannot confine the API thread: \(failure)")
+        }
     }
 
-    /// Stops serving, and removes the socket file.
+    /// Removes the socket file, so that clients see the VMM has gone: what a process does just
+    /// before it exits (a sandboxed event loop could not close its channel; exiting does).
+    public func removeSocketFile() { unlink(socketPath) }
+
+    /// Stops serving, and removes the socket file. Not for a sandboxed server, whose event
+    /// loop may not make the calls closing needs.
     public func close() {
         try? channel.close().wait()
         try? group.syncShutdownGracefully()

@@ -74,6 +74,26 @@ public enum ThreadSandbox {
         ] + runtime(process: process))
     }
 
+    /// The API's event loop (swift-nio's thread): it accepts connections on the API socket,
+    /// reads requests and writes answers. The socket is already bound and listening; requests
+    /// are carried out on another thread.
+    public static func api(process: pid_t) -> SyscallFilter {
+        SyscallFilter([
+            .allow(.epoll_wait),
+            .allow(.epoll_ctl),
+            .allow(.accept4),
+            .allow(.getsockname),
+            .allow(.getpeername),
+            .allow(.read),
+            .allow(.readv),
+            .allow(.write),
+            .allow(.writev),
+            .allow(.shutdown),
+            .allow(.close),
+            .allow(.timerfd_settime),
+        ] + runtime(process: process))
+    }
+
     /// The main thread: it waits for a reason to stop, puts the terminal back, prints at most
     /// one line and exits.
     public static func main(process: pid_t) -> SyscallFilter {

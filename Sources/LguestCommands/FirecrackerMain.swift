@@ -61,7 +61,7 @@ enum FirecrackerMain {
                 vm.observeState { state in
                     guard case let .stopped(reason) = state else { return }
                     queue.submit {
-                        server.value?.close()
+                        server.value?.removeSocketFile()
                         output.close()
                         Terminal.restore()
                         if let message = reason.message { printError("lguest: \(message)") }
@@ -98,7 +98,8 @@ enum FirecrackerMain {
         if !options.noApi {
             let path = options.apiSocket ?? FirecrackerOptions.defaultSocket
             do throws(ApiStartError) {
-                server.value = try ApiServer(socketPath: path, maxPayload: options.maxPayload, queue: queue, controller: controller, log: logger("fc_api"))
+                server.value = try ApiServer(socketPath: path, maxPayload: options.maxPayload, queue: queue, controller: controller,
+                                             log: logger("fc_api"), sandboxed: sandbox)
             } catch {
                 log.error("\(error.description)")
                 Terminal.restore()

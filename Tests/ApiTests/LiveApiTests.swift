@@ -163,6 +163,30 @@ struct LiveApiTests {
         #expect(try lguest.request("GET", "/").status == 200, "the server went away after refusals")
     }
 
+    /// `Seccomp:` and `CapEff:` of the process's swift-nio event loop threads.
+    func eventLoopThreads(of pid: Int32) -> [(seccomp: String, effective: String)] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/task")) ?? []
+        return tasks.compactMap { task in
+            guard let comm = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/comm", encoding: .utf8), comm.hasPrefix("NIO-ELT"),
+                  let status = try? String(contentsOfFile: "/proc/\(pid)/task/\(task)/status", encoding: .utf8) else { return nil }
+            func field(_ name: String) -> String {
+                status.split(separator: "\n").first { $0.hasPrefix(name + ":") }.map { $0.dropFirst(name.count + 1).trimmingCharacters(in: .whitespaces) } ?? "?"
+            }
+            return (field("Seccomp"), field("CapEff"))
+        }
+    }
+
+    @Test func theApiThreadRunsUnderItsFilterUnlessToldNot() throws {
+        let confined = try ApiProcess()
+        #expect(try confined.request("GET", "/").status == 200)
+        let threads = eventLoopThreads(of: confined.process.processIdentifier)
+        #expect(threads.count == 1)
+        #expect(threads.allSatisfy { $0.seccomp == "2" && $0.effective == "0000000000000000" }, "\(threads)")
+        let open = try ApiProcess(["--no-seccomp"])
+        #expect(try open.request("GET", "/").status == 200)
+        #expect(eventLoopThreads(of: open.process.processIdentifier).allSatisfy { $0.seccomp == "0" })
+    }
+
     @Test func aSocketPathInUseIsRefused() throws {
         let first = try ApiProcess()
         let second = try Tool.run(["--api-sock", first.socket])

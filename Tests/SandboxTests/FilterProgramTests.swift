@@ -153,9 +153,10 @@ let kill = UInt32(SECCOMP_RET_KILL_PROCESS)
         "The main thread": ThreadSandbox.main(process: 1),
         "The console writer": ThreadSandbox.consoleWriter(process: 1),
         "The watcher thread": ThreadSandbox.watcher(process: 1),
+        "The API thread": ThreadSandbox.api(process: 1),
     ]
 
-    @Test(arguments: ["vCPU threads", "The I/O thread", "The main thread", "The console writer", "The watcher thread"])
+    @Test(arguments: ["vCPU threads", "The I/O thread", "The main thread", "The console writer", "The watcher thread", "The API thread"])
     func everyAllowedCallIsDocumented(heading: String) throws {
         let filter = try #require(Self.filters[heading])
         let documented = try Self.documentedCalls(under: heading).union(Self.documentedCalls(under: "Every thread"))
