@@ -95,6 +95,43 @@ final class Pulses: Sendable {
         #expect(power.stopReason == .reboot)
     }
 
+    @Test func ctrlAltDeleteIsReadOneByteAnInterruptAtATime() {
+        let interrupts = Mutex(0)
+        let i8042 = I8042(power: PowerControl(), interrupt: { interrupts.withLock { $0 += 1 } })
+        i8042.pressKeys(I8042.ctrlAltDelete)
+        #expect(interrupts.withLock { $0 } == 1)
+        var read: [UInt8] = []
+        for _ in 0..<20 {
+            var status: UInt8 = 0, data: UInt8 = 0
+            withUnsafeMutableBytes(of: &status) { i8042.read(offset: 4, into: $0) }
+            guard status & 1 == 1 else { break }
+            withUnsafeMutableBytes(of: &data) { i8042.read(offset: 0, into: $0) }
+            read.append(data)
+        }
+        #expect(read == I8042.ctrlAltDelete)
+        // One interrupt for the first byte, then one for each read that left more behind.
+        #expect(interrupts.withLock { $0 } == I8042.ctrlAltDelete.count)
+    }
+
+    @Test func keyboardCommandsAreAcknowledgedAndTheBufferIsBounded() {
+        let i8042 = I8042(power: PowerControl())
+        withUnsafeBytes(of: UInt8(0xED)) { i8042.write(offset: 0, from: $0) } // set LEDs
+        var data: UInt8 = 0
+        withUnsafeMutableBytes(of: &data) { i8042.read(offset: 0, into: $0) }
+        #expect(data == 0xFA)
+        for _ in 0..<1000 { withUnsafeBytes(of: UInt8(0xF2)) { i8042.write(offset: 0, from: $0) } }
+        i8042.pressKeys([UInt8](repeating: 0x1D, count: 1000))
+        var count = 0
+        for _ in 0..<2000 {
+            var status: UInt8 = 0
+            withUnsafeMutableBytes(of: &status) { i8042.read(offset: 4, into: $0) }
+            guard status & 1 == 1 else { break }
+            withUnsafeMutableBytes(of: &data) { i8042.read(offset: 0, into: $0) }
+            count += 1
+        }
+        #expect(count == I8042.outputLimit)
+    }
+
     @Test func pvpanicReportsCapabilitiesAndPanics() {
         let power = PowerControl()
         let device = PanicDevice(power: power, capabilities: 0x03, panicked: 0x01)

@@ -92,6 +92,9 @@ public final class I8042: BusDevice {
     public static let dataOffset: UInt64 = 0
     public static let commandOffset: UInt64 = 4
 
+    /// The most bytes the output buffer holds; more are dropped (a real controller holds one).
+    public static let outputLimit = 16
+
     /// Ctrl, Alt and Delete pressed, then released, in scan code set 1 (what the guest reads
     /// with translation on): Linux's keyboard driver hands the combination to init.
     public static let ctrlAltDelete: [UInt8] = [0x1D, 0x38, 0xE0, 0x53, 0xE0, 0xD3, 0xB8, 0x9D]
@@ -106,7 +109,7 @@ public final class I8042: BusDevice {
     /// interrupt; each read that leaves more behind interrupts again.
     public func pressKeys(_ scancodes: [UInt8]) {
         let raise = state.withLock { s -> Bool in
-            s.output.append(contentsOf: scancodes)
+            s.output.append(contentsOf: scancodes.prefix(max(0, Self.outputLimit - s.output.count)))
             return s.commandByte & 0x01 != 0
         }
         if raise { interrupt() }
@@ -134,6 +137,8 @@ public final class I8042: BusDevice {
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {
         guard let value = data.first else { return }
         var reset = false
+        var acknowledged = false
+        defer { if acknowledged { interrupt() } }
         state.withLock { s in
             switch offset {
             case Self.commandOffset:
@@ -147,8 +152,16 @@ public final class I8042: BusDevice {
                 default: break                                     // enable/disable: nothing to do
                 }
             case Self.dataOffset:
-                if s.pendingCommand == 0x60 { s.commandByte = value }
-                s.pendingCommand = nil
+                if let command = s.pendingCommand {
+                    if command == 0x60 { s.commandByte = value }
+                    s.pendingCommand = nil
+                } else if s.output.count < Self.outputLimit {
+                    // A command for the keyboard itself (LEDs, typematic rate, identify...):
+                    // acknowledge it, as a keyboard that has nothing more to say would, so
+                    // that Linux's driver finds a keyboard to hand Ctrl-Alt-Delete to.
+                    s.output.append(0xFA)
+                    acknowledged = s.commandByte & 0x01 != 0
+                }
             default:
                 break
             }
