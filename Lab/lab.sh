@@ -42,11 +42,12 @@ commands:
       Default modules: $GUEST_MODULES
 
   run --vmm PATH --scenario SCRIPT [--guest-init SCRIPT]... [--files DIR] [--env NAME=VALUE]...
-      [--log FILE] [--timeout SECONDS] [--with-qemu]
+      [--host-tool PROGRAM]... [--log FILE] [--timeout SECONDS] [--with-qemu]
       Run SCRIPT inside the lab host (L2) with LGUEST, GUEST_KERNEL, LAB_FILES and LAB_LIB set.
       --guest-init builds an L3 initramfs from that script into LAB_FILES, named after it:
       check-init.sh -> check.cpio.gz. --with-qemu also puts qemu-system-x86_64 into L2 (for
-      -M microvm). Exits 0 when the scenario finished (LAB-DONE), 1 when the lab failed, 124 on
+      -M microvm). --host-tool copies a program of this host (curl, say) with its libraries into
+      L2's /lab/bin, for scenarios that need more than busybox. Exits 0 when the scenario finished (LAB-DONE), 1 when the lab failed, 124 on
       timeout (default ${DEFAULT_TIMEOUT:-900} s).
 
   direct --vmm PATH --scenario SCRIPT [--guest-init SCRIPT]... [--files DIR] [--env NAME=VALUE]...
@@ -417,8 +418,8 @@ if [ ! -c /dev/kvm ]; then
     echo "LAB-ERROR no /dev/kvm"
     poweroff -f
 fi
-if [ -r /lab/etc/libdirs ]; then
-    LD_LIBRARY_PATH=$(tr '\n' ':' </lab/etc/libdirs)
+if ls /lab/etc/libdirs* >/dev/null 2>&1; then
+    LD_LIBRARY_PATH=$(cat /lab/etc/libdirs* | sort -u | tr '\n' ':')
     export LD_LIBRARY_PATH=${LD_LIBRARY_PATH%:}
 fi
 export LGUEST=/lab/bin/lguest GUEST_KERNEL=/lab/guest/vmlinuz LAB_FILES=/lab/files LAB_LIB=/lab/lib.sh
@@ -448,7 +449,7 @@ EOF
 # GUEST_INITS ENVS.
 parse_run_options() {
     VMM='' SCENARIO='' FILES='' LOG='' TIMEOUT=$DEFAULT_TIMEOUT WITH_QEMU=false
-    GUEST_INITS=() ENVS=()
+    GUEST_INITS=() ENVS=() HOST_TOOLS=()
     while [[ $# -gt 0 ]]; do
         case $1 in
         --vmm) need_arg "$@"; VMM=$2; shift ;;
@@ -460,6 +461,8 @@ parse_run_options() {
         --files) need_arg "$@"; FILES=$2; shift ;;
         --files=*) FILES=${1#*=} ;;
         --env) need_arg "$@"; ENVS+=("$2"); shift ;;
+        --host-tool) need_arg "$@"; HOST_TOOLS+=("$2"); shift ;;
+        --host-tool=*) HOST_TOOLS+=("${1#*=}") ;;
         --env=*) ENVS+=("${1#*=}") ;;
         --log) need_arg "$@"; LOG=$2; shift ;;
         --log=*) LOG=${1#*=} ;;
@@ -482,6 +485,25 @@ parse_run_options() {
         [[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || usage_error "--env wants NAME=VALUE, not $e"
     done
     for e in "${GUEST_INITS[@]}"; do [[ -f $e ]] || die "no such guest init: $e"; done
+    local t
+    for t in "${HOST_TOOLS[@]}"; do
+        command -v "$t" >/dev/null || die "--host-tool $t: no such program on this host"
+    done
+}
+
+# Copies each --host-tool program into STAGE/lab/bin with its libraries; their library
+# directories go to STAGE/lab/etc/libdirs.tools (the VMM's own list is libdirs).
+add_host_tools() { # STAGE
+    local stage=$1 t path
+    ((${#HOST_TOOLS[@]})) || return 0
+    mkdir -p "$stage/lab/bin" "$stage/lab/etc"
+    for t in "${HOST_TOOLS[@]}"; do
+        path=$(command -v "$t")
+        cp -L "$path" "$stage/lab/bin/$(basename "$path")"
+        add_libraries "$stage" "$path"
+    done
+    [[ -f $stage/lab/etc/libdirs ]] && mv "$stage/lab/etc/libdirs" "$stage/lab/etc/libdirs.tools"
+    return 0
 }
 
 # Fills DIR with the --files and the guest initramfs images built from --guest-init scripts.
@@ -529,6 +551,7 @@ build_l2() { # WORK MODE
     echo "$mode" >"$stage/lab/etc/mode"
     write_env "$stage/lab/etc/env"
     stage_files "$stage/lab/files"
+    add_host_tools "$stage"
     pack "$stage" "$work/run.cpio.gz"
     if $WITH_QEMU; then
         build_l2_qemu

@@ -107,6 +107,12 @@ public final class VCPU: @unchecked Sendable {
         _ = try check("KVM_SET_LAPIC", lg_ioctl_pointer(fd, LG_KVM_SET_LAPIC, &lapic))
     }
 
+    /// KVM_KVMCLOCK_CTRL: tells the guest, through its kvmclock page, that it was stopped by
+    /// the host, so that its watchdogs do not take the gap for a soft lockup.
+    public func notePausedByHost() throws(SystemCallError) {
+        _ = try check("KVM_KVMCLOCK_CTRL", lg_ioctl(fd, LG_KVM_KVMCLOCK_CTRL))
+    }
+
     // MARK: - Running
 
     /// KVM_RUN: enters the guest and returns when it exits to us. The returned exit may point into

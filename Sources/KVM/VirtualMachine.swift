@@ -47,6 +47,20 @@ public final class VirtualMachine: Sendable {
         _ = try check("KVM_CREATE_PIT2", lg_ioctl_pointer(fd, LG_KVM_CREATE_PIT2, &pit))
     }
 
+    /// KVM_GET_CLOCK: the guest's kvmclock, in nanoseconds.
+    public func clock() throws(SystemCallError) -> UInt64 {
+        var data = kvm_clock_data()
+        _ = try check("KVM_GET_CLOCK", lg_ioctl_pointer(fd, LG_KVM_GET_CLOCK, &data))
+        return data.clock
+    }
+
+    /// KVM_SET_CLOCK: sets the guest's kvmclock to `nanoseconds` (on every vCPU at once).
+    public func setClock(_ nanoseconds: UInt64) throws(SystemCallError) {
+        var data = kvm_clock_data()
+        data.clock = nanoseconds
+        _ = try check("KVM_SET_CLOCK", lg_ioctl_pointer(fd, LG_KVM_SET_CLOCK, &data))
+    }
+
     /// KVM_IRQFD: a write to `event` raises interrupt line `gsi` (an edge, for an irqchip route).
     /// This is lguest's `LHREQ_IRQ`, turned into a descriptor a device thread can write to.
     public func attachInterrupt(_ event: EventFD, gsi: UInt32) throws(SystemCallError) {

@@ -38,6 +38,8 @@ public final class Machine: Sendable {
 
     /// Where the guest's console goes and comes from.
     let connection: ConsoleConnection
+    /// The guest's kvmclock when it was paused, put back on resume.
+    let pausedClock = Mutex<UInt64?>(nil)
     /// The vCPUs' exits, by reason.
     public let exits = ExitCounters()
     /// Where the threads park while paused and learn that the machine is stopping.

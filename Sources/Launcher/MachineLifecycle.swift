@@ -70,13 +70,25 @@ extension Machine {
 
     /// Stops the VM where it is: every vCPU out of KVM_RUN and parked, the I/O thread parked
     /// between two batches of work. Returns when all are, or false if the VM stopped instead.
+    ///
+    /// The guest's clock stops too: its kvmclock is read when the VM stops and put back when it
+    /// goes on, so the guest does not see the time it spent paused (as with QEMU's `stop`).
     @discardableResult
     public func pause() -> Bool {
-        gate.pause { kickAll() }
+        guard gate.pause(kick: { kickAll() }) else { return false }
+        pausedClock.withLock { $0 = try? vm.clock() }
+        return true
     }
 
     /// Lets a paused VM go on where it was.
-    public func resume() { gate.resume() }
+    public func resume() {
+        if let clock = pausedClock.withLock({ value -> UInt64? in defer { value = nil }; return value }) {
+            try? vm.setClock(clock)
+            // Not every host has it (it needs kvmclock in the guest); the guest copes without.
+            for vcpu in vcpus { try? vcpu.notePausedByHost() }
+        }
+        gate.resume()
+    }
 
     /// Whether the VM is paused.
     public var isPaused: Bool { gate.isPaused }

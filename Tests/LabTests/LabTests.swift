@@ -161,6 +161,8 @@ let BootScenario = LabScenario(name: "boot", guestInit: "check-init.sh")
 let VirtioScenario = LabScenario(name: "virtio", guestInit: "virtio-init.sh")
 /// The network checks: a TAP made by lguest's --tunnet, pinged and fetched from by the guest.
 let NetScenario = LabScenario(name: "net", guestInit: "net-init.sh")
+/// Firecracker's API: the VM configured and driven through the socket by curl in the lab host.
+let ApiScenario = LabScenario(name: "api", guestInit: "api-init.sh", extraArguments: ["--host-tool", "curl"])
 /// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
@@ -172,10 +174,11 @@ final class LabScenario: Sendable {
     /// test that asks; the others wait for the same run.
     private let outcome: Task<Result<[String], LabFailure>, Never>
 
-    init(name: String, guestInit: String) {
+    /// `extraArguments` go to lab.sh as they are (`--host-tool curl`, say).
+    init(name: String, guestInit: String, extraArguments: [String] = []) {
         self.name = name
         self.guestInit = guestInit
-        outcome = Task { await Self.runScenario(name: name, guestInit: guestInit) }
+        outcome = Task { await Self.runScenario(name: name, guestInit: guestInit, extraArguments: extraArguments) }
     }
 
     /// The run `name` of this scenario.
@@ -212,7 +215,7 @@ final class LabScenario: Sendable {
             context: "--- run \(name) (whole log: \(serialLog.path)) ---\n\(shown)\n---")
     }
 
-    private static func runScenario(name: String, guestInit: String) async -> Result<[String], LabFailure> {
+    private static func runScenario(name: String, guestInit: String, extraArguments: [String]) async -> Result<[String], LabFailure> {
         let serialLog = serialLog(name), labOutput = labOutput(name)
         let env = LabEnvironment.self
         let vmm = env.vmmBinary()
@@ -234,7 +237,7 @@ final class LabScenario: Sendable {
                          "--scenario", env.packageRoot.appendingPathComponent("Lab/scenarios/\(name).sh").path,
                          "--guest-init", env.packageRoot.appendingPathComponent("Lab/guest/\(guestInit)").path,
                          "--env", "LAB_RUN_TIMEOUT=\(runTimeout)",
-                         "--log", serialLog.path]
+                         "--log", serialLog.path] + extraArguments
         if mode == "run" { arguments += ["--timeout", String(4 * (Int(runTimeout) ?? 120) + 300)] }
 
         do {

@@ -56,6 +56,9 @@ static const unsigned long LG_KVM_GET_LAPIC = KVM_GET_LAPIC;
 static const unsigned long LG_KVM_SET_LAPIC = KVM_SET_LAPIC;
 static const unsigned long LG_KVM_SET_CPUID2 = KVM_SET_CPUID2;
 static const unsigned long LG_KVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
+static const unsigned long LG_KVM_GET_CLOCK = KVM_GET_CLOCK;
+static const unsigned long LG_KVM_SET_CLOCK = KVM_SET_CLOCK;
+static const unsigned long LG_KVM_KVMCLOCK_CTRL = KVM_KVMCLOCK_CTRL;
 
 // Flags Swift does not import (they are built from enum values).
 static const uint32_t LG_KVM_IOEVENTFD_FLAG_DATAMATCH = KVM_IOEVENTFD_FLAG_DATAMATCH;
