@@ -5,6 +5,7 @@ import Testing
 import Virtio
 #if canImport(Glibc)
 import Glibc
+import VirtioTesting
 #endif
 
 /// A guest that lies: bad lengths, wrong directions, sectors off the end of the disk, chains

@@ -3,6 +3,7 @@ import GuestMemory
 import Testing
 @testable import Devices
 import Virtio
+import VirtioTesting
 
 /// The block device doing its job for a well-behaved driver: what it offers, reads, writes,
 /// flushes, serial numbers, discards and zeroing, read-only disks.

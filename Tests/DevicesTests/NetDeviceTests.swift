@@ -3,6 +3,7 @@ import GuestMemory
 import Testing
 @testable import Devices
 import Virtio
+import VirtioTesting
 
 /// The net device's logic over a socket pair: features, configuration, transmit and receive,
 /// flow control — no TAP device, no privileges.

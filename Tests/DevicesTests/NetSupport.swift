@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 @testable import Devices
 import Virtio
+import VirtioTesting
 
 /// An interrupt line that counts its pulses.
 final class NetInterruptCounter: InterruptLine {

@@ -4,6 +4,7 @@ import Synchronization
 import Testing
 @testable import Devices
 import Virtio
+import VirtioTesting
 
 /// Runs code inside a network namespace of its own, so that every TAP device a test makes,
 /// and every packet it sends, stays in a world nobody else can see.

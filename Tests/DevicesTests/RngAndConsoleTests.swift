@@ -3,6 +3,7 @@ import Synchronization
 import Testing
 @testable import Devices
 import Virtio
+import VirtioTesting
 
 /// A device behind a real virtio-mmio transport, with one mock driver queue per device queue.
 struct DeviceRig<D: VirtioDevice> {

@@ -1,6 +1,7 @@
 import GuestMemory
 import Testing
 @testable import Virtio
+import VirtioTesting
 
 /// The echo device driven through the transport, as the guest would drive it.
 @Suite struct EndToEndTests {

@@ -1,6 +1,7 @@
 import GuestMemory
 import Testing
 @testable import Virtio
+import VirtioTesting
 
 /// Everything a hostile or buggy driver can do to a queue. Each case checks the error, its
 /// counter, what happened to the bad request, and that the queue still serves good requests

@@ -2,6 +2,7 @@ import GuestMemory
 import Synchronization
 import Testing
 @testable import Virtio
+import VirtioTesting
 
 /// A transport over an `EchoDevice` with one mock queue in 1 MiB of memory.
 struct TransportRig {

@@ -1,6 +1,7 @@
 import GuestMemory
 import Synchronization
 import Virtio
+import VirtioTesting
 
 /// An interrupt line that counts its pulses.
 final class CountingLine: InterruptLine {

@@ -1,6 +1,7 @@
 import GuestMemory
 import Testing
 @testable import Virtio
+import VirtioTesting
 
 @Suite struct UsedRingTests {
     @Test func addUsedWritesTheElementThenTheIndex() throws {

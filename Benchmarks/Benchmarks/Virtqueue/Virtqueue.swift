@@ -1,6 +1,7 @@
 import Benchmark
 import GuestMemory
 import Virtio
+import VirtioTesting
 
 // The split-ring code alone: the driver publishes one chain, the device pops it (which walks
 // and checks every descriptor), looks at each buffer, and adds the used element. One

@@ -4,6 +4,7 @@ import GuestMemory
 import Virtio
 #if canImport(Glibc)
 import Glibc
+import VirtioTesting
 #endif
 
 /// One block workload, run once through the device and once by fio on the same file.

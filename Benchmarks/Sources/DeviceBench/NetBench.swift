@@ -4,6 +4,7 @@ import GuestMemory
 import Virtio
 #if canImport(Glibc)
 import Glibc
+import VirtioTesting
 #endif
 
 /// ICMP echo requests built once: what both loops send.

@@ -1,5 +1,6 @@
 import GuestMemory
 import Virtio
+import VirtioTesting
 
 /// An interrupt line nobody listens to: the guest below polls InterruptStatus instead.
 final class SilentLine: InterruptLine {

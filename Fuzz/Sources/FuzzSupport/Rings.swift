@@ -1,5 +1,6 @@
 import GuestMemory
 import Virtio
+import VirtioTesting
 
 /// Where the harnesses put a guest's rings: packed one after another from guest address 0,
 /// as tight as the alignment rules allow, so that a short input covers all of them.

@@ -3,6 +3,7 @@ import FuzzSupport
 import Virtio
 #if canImport(Glibc)
 import Glibc
+import VirtioTesting
 #endif
 
 /// virtio-blk as a hostile guest sees it: every request type, any header, any split of the

@@ -1,6 +1,7 @@
 import FuzzSupport
 import GuestMemory
 import Virtio
+import VirtioTesting
 
 /// The split virtqueue on its own, as a device uses it: the guest's memory holds the rings,
 /// descriptor tables (direct and indirect) and buffers; the device pops chains, reads and

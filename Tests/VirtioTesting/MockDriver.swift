@@ -1,3 +1,5 @@
+import GuestMemory
+import Virtio
 /// Plays the guest's virtio-mmio driver against an `MMIOTransport`, register by register, the
 /// way Linux's `virtio_mmio.c` and the virtio core do (virtio §3.1.1):
 /// reset → ACKNOWLEDGE → DRIVER → features → FEATURES_OK (and check it stuck) → queues →

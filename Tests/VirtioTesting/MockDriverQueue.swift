@@ -1,3 +1,4 @@
+import Virtio
 import GuestMemory
 
 /// What went wrong in a mock driver: a test set-up problem, not a device finding.
