@@ -27,10 +27,13 @@ let package = Package(
     targets: [
         // The only C: <linux/kvm.h>, ioctl numbers Swift cannot import, variadic calls.
         .target(name: "CKVM"),
+        // The host's system calls, wrapped once for every layer: owned descriptors, eventfds,
+        // errors that name their call, EINTR retried.
+        .target(name: "HostSystem", dependencies: ["CKVM"]),
         // Guest-physical addresses and bounds-checked access to guest RAM.
         .target(name: "GuestMemory", dependencies: ["CKVM"]),
         // /dev/kvm, the VM and its vCPUs (and how to enter what Boot prepared).
-        .target(name: "KVM", dependencies: ["CKVM", "GuestMemory", "Boot"]),
+        .target(name: "KVM", dependencies: ["CKVM", "HostSystem", "GuestMemory", "Boot"]),
         // Kernel image loaders: bzImage (64-bit boot protocol) and ELF vmlinux (PVH).
         .target(name: "Boot", dependencies: ["GuestMemory"]),
         // ACPI tables and the little AML writer that describes devices to the guest.
@@ -38,17 +41,17 @@ let package = Package(
         // Split virtqueues, the VirtioDevice protocol and the virtio-mmio transport.
         .target(name: "Virtio", dependencies: ["GuestMemory", "CKVM"]),
         // Platform devices (UART, i8042, pvpanic, ACPI power) and the virtio devices.
-        .target(name: "Devices", dependencies: ["Virtio", "GuestMemory", "CKVM"]),
+        .target(name: "Devices", dependencies: ["Virtio", "GuestMemory", "HostSystem", "CKVM"]),
         // Seccomp filters built in Swift, no_new_privs and dropping capabilities.
         .target(name: "Sandbox", dependencies: ["CKVM"]),
         // A configuration value in, a running VM out.
-        .target(name: "Launcher", dependencies: ["KVM", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "Sandbox", "CKVM"]),
+        .target(name: "Launcher", dependencies: ["KVM", "HostSystem", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "Sandbox", "CKVM"]),
         // The embedding API: a `VirtualMachine` with a life cycle, over the Launcher.
         .target(name: "LguestKit", dependencies: ["Launcher", "Devices"]),
         // Firecracker's control plane: its HTTP API on a Unix socket and its configuration
         // file, over LguestKit. The routing and JSON are plain values (fuzzed); NIO carries HTTP.
         .target(name: "Api", dependencies: [
-            "LguestKit", "Launcher", "Devices", "Sandbox",
+            "LguestKit", "Launcher", "Devices", "Sandbox", "HostSystem",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -76,7 +79,7 @@ let package = Package(
         .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioTesting", "GuestMemory"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "VirtioTesting", "GuestMemory"]),
-        .testTarget(name: "KVMTests", dependencies: ["KVM", "Boot", "GuestMemory", "CKVM", "TestSupport"]),
+        .testTarget(name: "KVMTests", dependencies: ["KVM", "HostSystem", "Boot", "GuestMemory", "CKVM", "TestSupport"]),
         .testTarget(name: "LauncherTests", dependencies: [
             "Launcher", "LguestCommands", "TestSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,3 +1,4 @@
+import HostSystem
 import Logging
 import Synchronization
 #if canImport(Glibc)
@@ -37,14 +38,8 @@ public struct FirecrackerLogHandler: LogHandler {
         if showLevel { tags += ":\(Self.name(level))" }
         if showOrigin { tags += ":\(file.split(separator: "/").last ?? ""):\(line)" }
         let text = "\(Self.timestamp()) [\(tags)] \(message)\n"
-        text.utf8CString.withUnsafeBytes { bytes in
-            var offset = 0
-            let count = bytes.count - 1
-            while offset < count {
-                let n = write(descriptor, bytes.baseAddress! + offset, count - offset)
-                if n > 0 { offset += n } else if n < 0, errno == EINTR { continue } else { return }
-            }
-        }
+        var bytes = text
+        bytes.withUTF8 { writeAll(descriptor, UnsafeRawBufferPointer($0)) }
     }
 
     static func name(_ level: Logger.Level) -> String {

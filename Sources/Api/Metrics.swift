@@ -1,3 +1,4 @@
+import HostSystem
 import Launcher
 import Synchronization
 #if canImport(Glibc)
@@ -115,13 +116,8 @@ public final class MetricsWriter: @unchecked Sendable {
         }
         line += "}\n"
         previous = values
-        line.utf8CString.withUnsafeBytes { bytes in
-            var offset = 0
-            while offset < bytes.count - 1 {
-                let n = Glibc.write(descriptor, bytes.baseAddress! + offset, bytes.count - 1 - offset)
-                if n > 0 { offset += n } else if n < 0, errno == EINTR { continue } else { return }
-            }
-        }
+        var bytes = line
+        bytes.withUTF8 { writeAll(descriptor, UnsafeRawBufferPointer($0)) }
     }
 }
 

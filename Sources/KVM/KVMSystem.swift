@@ -2,6 +2,7 @@ import CKVM
 import GuestMemory
 #if canImport(Glibc)
 import Glibc
+import HostSystem
 #endif
 
 /// Why KVM could not be used, in words a user can act on.

@@ -2,6 +2,7 @@ import CKVM
 import GuestMemory
 #if canImport(Glibc)
 import Glibc
+import HostSystem
 #endif
 
 /// One virtual CPU: a descriptor, and the shared `kvm_run` page through which KVM tells us why

@@ -1,5 +1,6 @@
 import Boot
 import CKVM
+import HostSystem
 
 extension VCPU {
     /// Puts the vCPU exactly where the Boot layer said the kernel wants to start: the mode,

@@ -1,4 +1,5 @@
 import CKVM
+import HostSystem
 
 extension VCPU {
     /// Model-specific registers as a PC's firmware leaves them: syscall and sysenter entry

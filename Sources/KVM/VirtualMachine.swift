@@ -3,6 +3,7 @@ import GuestMemory
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import HostSystem
 #endif
 
 /// One virtual machine: its memory slots, its interrupt controller and its vCPUs.

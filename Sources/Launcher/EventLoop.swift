@@ -3,6 +3,7 @@ import KVM
 import Synchronization
 #if canImport(Glibc)
 import Glibc
+import HostSystem
 #endif
 
 /// The device I/O thread: one epoll set watching every descriptor devices care about (the

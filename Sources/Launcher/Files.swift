@@ -1,4 +1,5 @@
 import GuestMemory
+import HostSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -43,23 +44,6 @@ final class LoadedFile {
 
     deinit {
         if let mapping { munmap(mapping, bytes.count) }
-    }
-}
-
-/// Writes all of `bytes` to `fd`, retrying short writes and EINTR; gives up quietly on other
-/// errors (a closed terminal must not take the VM down).
-func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) {
-    var offset = 0
-    while offset < bytes.count {
-        let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
-        if n > 0 { offset += n; continue }
-        if n < 0, errno == EINTR { continue }
-        if n < 0, errno == EAGAIN {
-            var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            _ = poll(&poller, 1, 100)
-            continue
-        }
-        return
     }
 }
 

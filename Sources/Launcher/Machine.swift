@@ -8,6 +8,7 @@ import Synchronization
 import Virtio
 #if canImport(Glibc)
 import Glibc
+import HostSystem
 #endif
 
 /// A VM assembled from a configuration, ready to run: memory filled, devices wired, vCPUs set up.

@@ -3,6 +3,7 @@ import Firmware
 import GuestMemory
 import KVM
 import Virtio
+import HostSystem
 
 /// A virtio device in place: its transport on the MMIO bus, its window and interrupt line as
 /// the ACPI tables describe them.

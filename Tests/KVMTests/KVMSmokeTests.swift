@@ -6,6 +6,7 @@ import TestSupport
 import Testing
 #if canImport(Glibc)
 import Glibc
+import HostSystem
 #endif
 
 /// Tiny hand-assembled guests on this machine's own /dev/kvm: port I/O, MMIO, HLT and a triple

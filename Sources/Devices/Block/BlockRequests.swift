@@ -2,6 +2,7 @@ import GuestMemory
 import Virtio
 #if canImport(Glibc)
 import Glibc
+import HostSystem
 #endif
 
 /// One request as the device understood it from its chain.

@@ -1,27 +1,8 @@
 import CKVM
+import HostSystem
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// A failed system call: the `errno` it left behind.
-struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
-    let code: Int32
-    var description: String { String(cString: strerror(code)) }
-}
-
-/// Runs `call` until it stops failing with EINTR, and captures `errno` right after a failure,
-/// before anything else (an allocation, a deinit) gets a chance to overwrite it. Every system
-/// call on the image goes through here exactly once.
-@inline(__always)
-func retryingEINTR(_ call: () -> Int) -> Result<Int, SystemError> {
-    while true {
-        let result = call()
-        if result >= 0 { return .success(result) }
-        let code = errno
-        if code == EINTR { continue }
-        return .failure(SystemError(code: code))
-    }
-}
 
 /// `fallocate(2)` modes (linux/falloc.h). The numbers are kernel ABI and never change.
 enum FallocateMode {

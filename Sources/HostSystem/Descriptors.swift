@@ -3,6 +3,10 @@ import CKVM
 import Glibc
 #endif
 
+// lguest's system-call wrappers, one set for every layer that talks to the host kernel: KVM,
+// the devices, the Launcher and the control plane. Each wraps one call, captures its errno,
+// retries EINTR where the call can be retried, and names the call in its error.
+
 /// A file descriptor this process owns: it is closed exactly once, when the last reference goes.
 ///
 /// `FileDescriptor` from swift-system is a plain value with no ownership (and not `Sendable`);
@@ -32,7 +36,7 @@ public struct SystemCallError: Error, Equatable, Sendable, CustomStringConvertib
 /// Runs a CKVM wrapper (which returns the result or -errno) and turns a failure into a
 /// `SystemCallError` named after the call.
 @inline(__always)
-func check(_ call: @autoclosure () -> String, _ result: CInt) throws(SystemCallError) -> CInt {
+public func check(_ call: @autoclosure () -> String, _ result: CInt) throws(SystemCallError) -> CInt {
     if result < 0 { throw SystemCallError(call(), errno: -result) }
     return result
 }

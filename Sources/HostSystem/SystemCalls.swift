@@ -1,0 +1,42 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed system call: the `errno` it left behind.
+public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let code: Int32
+    public init(code: Int32) { self.code = code }
+    public var description: String { String(cString: strerror(code)) }
+}
+
+/// Runs `call` until it stops failing with EINTR, and captures `errno` right after a failure,
+/// before anything else (an allocation, a deinit) gets a chance to overwrite it. Every system
+/// call on a disk image goes through here exactly once.
+@inline(__always)
+public func retryingEINTR(_ call: () -> Int) -> Result<Int, SystemError> {
+    while true {
+        let result = call()
+        if result >= 0 { return .success(result) }
+        let code = errno
+        if code == EINTR { continue }
+        return .failure(SystemError(code: code))
+    }
+}
+
+/// Writes all of `bytes` to `fd`, retrying short writes and EINTR; gives up quietly on other
+/// errors (a closed terminal must not take the VM down).
+public func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) {
+    var offset = 0
+    while offset < bytes.count {
+        let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
+        if n > 0 { offset += n; continue }
+        if n < 0, errno == EINTR { continue }
+        if n < 0, errno == EAGAIN {
+            var poller = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&poller, 1, 100)
+            continue
+        }
+        return
+    }
+}
+
