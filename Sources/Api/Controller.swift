@@ -58,8 +58,13 @@ public final class Controller: Sendable {
     /// The API's own counters, by metrics group (absolute; the writer reports changes).
     private let apiCounters = Mutex<[String: [String: UInt64]]>([:])
 
-    public init(id: String, sandbox: Bool, console: ConsoleConnection, onStart: @escaping @Sendable (VirtualMachine) -> Void = { _ in }) {
+    /// The log's settings, which `PUT /logger` changes (nil: the request is only recorded).
+    let logSettings: LogSettings?
+
+    public init(id: String, sandbox: Bool, console: ConsoleConnection, logSettings: LogSettings? = nil,
+                onStart: @escaping @Sendable (VirtualMachine) -> Void = { _ in }) {
         self.id = id
+        self.logSettings = logSettings
         self.sandbox = sandbox
         self.console = console
         self.onStart = onStart
@@ -188,6 +193,13 @@ public final class Controller: Sendable {
         guard let machine else { throw .beforeStart }
         guard let running = machine.runningMachineForControl else { throw .fault("The microVM is not running.") }
         running.pressCtrlAltDel()
+        return .noContent
+    }
+
+    func setLogger(_ config: LoggerConfig) throws(ApiFailure) -> ApiResponse {
+        guard !started else { throw .afterStart }
+        try logSettings?.apply(config)
+        resources.withLock { $0.logger = config }
         return .noContent
     }
 

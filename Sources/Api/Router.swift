@@ -121,7 +121,7 @@ enum Router {
             if let level = logger.level, !["error", "warning", "warn", "info", "debug", "trace", "off"].contains(level.lowercased()) {
                 throw .deserialize("unknown variant `\(level)`, expected one of `Error`, `Warning`, `Info`, `Debug`, `Trace`, `Off`")
             }
-            return try controller.preBoot { (r: inout Resources) in r.logger = logger }
+            return try controller.setLogger(logger)
         case ("PUT", "metrics"):
             try single()
             return try controller.setMetrics(try body(MetricsConfig.self, .metrics))

@@ -29,12 +29,10 @@ enum FirecrackerMain {
             logDescriptor = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NONBLOCK, 0o644)
             guard logDescriptor >= 0 else { fail("cannot open the log file \(path): \(String(cString: strerror(errno)))") }
         }
-        let level = FirecrackerLogHandler.level(named: options.level)
+        let settings = LogSettings(descriptor: logDescriptor, level: FirecrackerLogHandler.level(named: options.level),
+                                   showLevel: options.showLevel, showOrigin: options.showLogOrigin)
         func logger(_ thread: String) -> Logger {
-            Logger(label: "lguest") { _ in
-                FirecrackerLogHandler(id: options.id, thread: thread, descriptor: logDescriptor, level: level,
-                                      showLevel: options.showLevel, showOrigin: options.showLogOrigin)
-            }
+            Logger(label: "lguest") { _ in FirecrackerLogHandler(id: options.id, thread: thread, settings: settings) }
         }
         let log = logger("fc_vmm")
         log.info("Running Firecracker v\(Controller.firecrackerVersion)")
@@ -48,7 +46,7 @@ enum FirecrackerMain {
         let controllerBox = ControllerBox()
         let controller = Controller(
             id: options.id, sandbox: sandbox,
-            console: ConsoleConnection(output: output, input: 0, escapeQuits: isTerminal),
+            console: ConsoleConnection(output: output, input: 0, escapeQuits: isTerminal), logSettings: settings,
             onStart: { vm in
                 // Metrics every 60 s from the start, on the VMM thread like every other request.
                 _ = try? MachineThread(name: "lguest-metrics") {

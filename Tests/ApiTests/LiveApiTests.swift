@@ -187,6 +187,19 @@ struct LiveApiTests {
         #expect(eventLoopThreads(of: open.process.processIdentifier).allSatisfy { $0.seccomp == "0" })
     }
 
+    @Test func putLoggerMovesTheLogAndChangesItsLevelAndFields() throws {
+        let lguest = try ApiProcess()
+        let moved = lguest.log + ".moved"
+        #expect(try lguest.request("PUT", "/logger", #"{"log_path": "\#(moved)", "level": "Info", "show_level": true}"#).status == 204)
+        #expect(try lguest.request("GET", "/").status == 200)
+        let text = { (try? String(contentsOfFile: moved, encoding: .utf8)) ?? "" }
+        #expect(text().contains(#"[live-test:fc_api:INFO] The API server received a Get request on "/" with body ""."#), "\(text())")
+        #expect(try lguest.request("PUT", "/logger", #"{"level": "Warning"}"#).status == 204)
+        #expect(try lguest.request("GET", "/version").status == 200)
+        #expect(!text().contains("/version"), "an Info line was written at level Warning")
+        #expect(try lguest.request("PUT", "/logger", #"{"log_path": "/no/such/dir/log"}"#).status == 400)
+    }
+
     @Test func aSocketPathInUseIsRefused() throws {
         let first = try ApiProcess()
         let second = try Tool.run(["--api-sock", first.socket])
