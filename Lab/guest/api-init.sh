@@ -4,6 +4,7 @@
 #   LGUEST-API cpus=N memtotal_kb=N vda_sectors=N vda_ro=0|1 mac=MAC rng=NAME net=ok|fail cmdline=...
 # then prints a tick with its uptime five times a second, and powers off when Ctrl-Alt-Delete
 # reaches it: the kernel hands that to init as SIGINT once /proc/sys/kernel/ctrl-alt-del is 0.
+# Each tick also says what the data disk (vdb) holds, which the host swaps on the running VM.
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -26,6 +27,9 @@ echo "LGUEST-API cpus=$cpus memtotal_kb=$memtotal_kb vda_sectors=$vda_sectors vd
 n=0
 while true; do
     n=$((n + 1))
-    echo "LGUEST-API-TICK n=$n uptime=$(cut -d' ' -f1 /proc/uptime)"
+    # The data disk's first bytes, read past the page cache, and its size: they change when
+    # the host swaps the disk's image (PATCH /drives).
+    data=$(dd if=/dev/vdb bs=512 count=1 iflag=direct 2>/dev/null | head -c 12)
+    echo "LGUEST-API-TICK n=$n uptime=$(cut -d' ' -f1 /proc/uptime) vdb=$data vdb_sectors=$(cat /sys/block/vdb/size 2>/dev/null)"
     sleep 0.2
 done

@@ -2,7 +2,8 @@
 # Firecracker's API in the lab: lguest starts with only --api-sock, and curl (a real HTTP
 # client, copied into the lab host with --host-tool curl) configures the stock kernel's VM
 # through the socket: boot source, 2 vCPUs and 256 MiB, a root drive, a network interface on a
-# TAP made here, entropy; then starts it, pauses and resumes it, and sends Ctrl-Alt-Delete,
+# TAP made here, entropy, a data disk; then starts it, pauses and resumes it, swaps the data
+# disk's image (PATCH /drives) while it runs, and sends Ctrl-Alt-Delete,
 # which the guest's init (Lab/guest/api-init.sh) answers by powering off. Tests/LabTests reads
 # the markers; keep them in step. Every address is inside the lab host (192.0.2.0/24).
 # shellcheck source=lib.sh
@@ -12,6 +13,9 @@ DISK=$LAB_TMP/root.img
 SOCK=$LAB_TMP/api.sock
 CONSOLE=$LAB_TMP/console
 dd if=/dev/zero of="$DISK" bs=1048576 count=16 2>/dev/null
+# The data disk, and the image that replaces it while the guest runs (twice its size).
+{ printf 'FIRST-IMAGE.'; head -c 1048564 /dev/zero; } >"$LAB_TMP/first.img"
+{ printf 'SECOND-IMAGE'; head -c 2097140 /dev/zero; } >"$LAB_TMP/second.img"
 tunctl -t lgapi0 >/dev/null
 ip addr add 192.0.2.1/24 dev lgapi0
 ip link set lgapi0 up
@@ -45,6 +49,7 @@ api PUT /boot-source "{\"kernel_image_path\": \"$GUEST_KERNEL\", \"initrd_path\"
 api PUT /machine-config '{"vcpu_count": 2, "mem_size_mib": 256}'
 api PUT /drives/rootfs "{\"drive_id\": \"rootfs\", \"path_on_host\": \"$DISK\", \"is_root_device\": true, \"is_read_only\": false}"
 api PUT /network-interfaces/eth0 '{"iface_id": "eth0", "host_dev_name": "lgapi0", "guest_mac": "06:00:c0:00:02:02"}'
+api PUT /drives/data "{\"drive_id\": \"data\", \"path_on_host\": \"$LAB_TMP/first.img\", \"is_root_device\": false}"
 api PUT /entropy '{}'
 api PUT /actions '{"action_type": "InstanceStart"}'
 api GET / | tee "$LAB_TMP/state"
@@ -63,6 +68,10 @@ echo "LAB-API-PAUSE ticks_at_pause=$paused ticks_after_5s=$(ticks)"
 api PATCH /vm '{"state": "Resumed"}'
 waitfor 60 more_ticks_than "$((paused + 5))" || echo "LAB-API-ERROR no ticks after resume"
 echo "LAB-API-RESUME last_before=$(tick_uptime "$paused") first_after=$(tick_uptime $((paused + 1))) ticks=$(ticks)"
+echo "LAB-API-DATA before $(grep LGUEST-API-TICK "$CONSOLE" | tail -n 1)"
+api PATCH /drives/data "{\"drive_id\": \"data\", \"path_on_host\": \"$LAB_TMP/second.img\"}"
+waitfor 60 grep -q "vdb=SECOND-IMAGE vdb_sectors=4096" "$CONSOLE" || echo "LAB-API-ERROR the guest never saw the swapped disk"
+echo "LAB-API-DATA after $(grep LGUEST-API-TICK "$CONSOLE" | tail -n 1)"
 api PUT /actions '{"action_type": "SendCtrlAltDel"}'
 wait "$pid"
 status=$?

@@ -196,6 +196,21 @@ public final class Controller: Sendable {
         return .noContent
     }
 
+    /// `PATCH /drives/{id}` with `path_on_host` on a running VM: the guest's disk is served from
+    /// the new file from its next request on.
+    func replaceDrive(_ id: String, path: String) throws(ApiFailure) -> ApiResponse {
+        let resources = currentResources
+        let ordered = resources.drives.filter(\.is_root_device) + resources.drives.filter { !$0.is_root_device }
+        guard let index = ordered.firstIndex(where: { $0.drive_id == id }) else { throw .fault("Invalid block device ID: \(id) not found.") }
+        guard let running = machine?.runningMachineForControl else { throw .fault("The microVM is not running.") }
+        do throws(LaunchError) { try running.replaceDisk(index, path: path) }
+        catch { throw .fault("Unable to patch the block device: \(error.description)") }
+        self.resources.withLock { r in
+            if let i = r.drives.firstIndex(where: { $0.drive_id == id }) { r.drives[i].path_on_host = path }
+        }
+        return .noContent
+    }
+
     func setLogger(_ config: LoggerConfig) throws(ApiFailure) -> ApiResponse {
         guard !started else { throw .afterStart }
         try logSettings?.apply(config)

@@ -79,7 +79,8 @@ enum Router {
                 throw .fault("Invalid block device ID: \(id) not found.")
             }
             if patch.path_on_host == nil, patch.rate_limiter == nil { throw .fault("Running method expected different backend.") }
-            throw .fault("Changing a drive of a running microVM is not supported by lguest yet.")
+            if patch.rate_limiter != nil { throw .fault("Rate limiters on block devices are not supported by lguest yet.") }
+            return try controller.replaceDrive(id, path: patch.path_on_host!)
         case ("PUT", "network-interfaces"):
             let id = try resourceID()
             let network = try body(NetworkInterface.self, .network)

@@ -157,6 +157,13 @@ extension Machine {
         }
     }
 
+    /// Serves disk `index` (in `configuration.disks` order) from the image at `path` from now
+    /// on; the guest hears its capacity may have changed. For Firecracker's `PATCH /drives`.
+    public func replaceDisk(_ index: Int, path: String) throws(LaunchError) {
+        guard blocks.indices.contains(index) else { throw .badOption("there is no disk \(index)") }
+        do throws(BlockError) { try blocks[index].replaceImage(path: path) } catch { throw .disk(error) }
+    }
+
     /// Presses Ctrl-Alt-Delete on the i8042 keyboard: Linux hands it to init (SIGINT), which
     /// is how Firecracker's `SendCtrlAltDel` asks a guest to shut down.
     public func pressCtrlAltDel() { keyboard.pressKeys(I8042.ctrlAltDelete) }

@@ -139,6 +139,24 @@ struct LiveApiTests {
         #expect(((objects[0]["uart"] as? [String: Int])?["write_count"] ?? 0) > 100)
     }
 
+    @Test func patchDrivesSwapsTheImageOfARunningVM() throws {
+        let kernel = try Tool.temporaryFile(printsForever, name: "forever.elf")
+        let first = try Tool.temporaryFile([UInt8](repeating: 1, count: 8192), name: "first.img")
+        let second = try Tool.temporaryFile([UInt8](repeating: 2, count: 16384), name: "second.img")
+        let lguest = try ApiProcess()
+        #expect(try lguest.request("PUT", "/boot-source", #"{"kernel_image_path": "\#(kernel)"}"#).status == 204)
+        #expect(try lguest.request("PUT", "/drives/scratch", #"{"drive_id": "scratch", "is_root_device": false, "path_on_host": "\#(first)"}"#).status == 204)
+        #expect(try lguest.request("PUT", "/actions", #"{"action_type": "InstanceStart"}"#).status == 204)
+        let patched = try lguest.request("PATCH", "/drives/scratch", #"{"drive_id": "scratch", "path_on_host": "\#(second)"}"#)
+        #expect(patched.status == 204, "\(patched)")
+        #expect(try lguest.request("GET", "/vm/config").body.contains(second))
+        let missing = try lguest.request("PATCH", "/drives/scratch", #"{"drive_id": "scratch", "path_on_host": "/no/such/image"}"#)
+        #expect(missing.status == 400 && missing.body.contains("Unable to patch the block device"), "\(missing)")
+        let unknown = try lguest.request("PATCH", "/drives/other", #"{"drive_id": "other", "path_on_host": "\#(second)"}"#)
+        #expect(unknown.body == #"{"fault_message":"Invalid block device ID: other not found."}"#)
+        #expect(try lguest.request("PATCH", "/drives/scratch", #"{"drive_id": "scratch"}"#).body.contains("Running method expected different backend."))
+    }
+
     @Test func theGuestPoweringOffEndsLguestWithZeroAndRemovesTheSocket() throws {
         let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff()), name: "hello.elf")
         let lguest = try ApiProcess()

@@ -366,3 +366,29 @@ import VirtioTesting
         #expect(stats.requests == UInt64(total) && stats.totalErrors == 0)
     }
 }
+
+/// Firecracker's `PATCH /drives` on a running VM: the device goes on with another image.
+@Suite struct BlockReplaceImageTests {
+    @Test func theGuestReadsTheNewImageAndHearsItsCapacity() throws {
+        let rig = try BlockRig(sectors: 16)
+        let replacement = try BlockScratchImage(size: 40 * 512) { UInt8(truncatingIfNeeded: $0 &* 7 &+ 1) }
+        #expect(rig.config(BlockConfigOffset.capacity, as: UInt64.self) == 16)
+        let generation = rig.driver.read(.configGeneration)
+        try rig.device.replaceImage(path: replacement.path)
+        #expect(rig.config(BlockConfigOffset.capacity, as: UInt64.self) == 40)
+        #expect(rig.driver.read(.configGeneration) != generation, "the config generation did not move")
+        #expect(rig.driver.read(.interruptStatus) & 2 != 0, "no configuration-change interrupt")
+        let reply = try rig.read(sector: 30, sectors: 2)
+        #expect(reply.status == BlockStatus.ok)
+        #expect(reply.data == Array(try replacement.bytes()[(30 * 512)..<(32 * 512)]))
+        #expect(try rig.write(sector: 39, blockPattern(512, seed: 9)).status == BlockStatus.ok)
+        #expect(Array(try replacement.bytes()[(39 * 512)...]) == blockPattern(512, seed: 9))
+    }
+
+    @Test func aMissingImageIsRefusedAndTheOldOneKeepsServing() throws {
+        let rig = try BlockRig(sectors: 16)
+        #expect(throws: BlockError.self) { try rig.device.replaceImage(path: "/no/such/image") }
+        #expect(rig.config(BlockConfigOffset.capacity, as: UInt64.self) == 16)
+        #expect(try rig.read(sector: 0, sectors: 1).status == BlockStatus.ok)
+    }
+}

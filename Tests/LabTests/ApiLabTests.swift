@@ -30,12 +30,12 @@ struct ApiLabTests {
     func configuredThroughTheApi() async throws {
         let (lines, calls, context) = try await outcome()
         let expected = ["GET /", "PUT /boot-source", "PUT /machine-config", "PUT /drives/rootfs",
-                        "PUT /network-interfaces/eth0", "PUT /entropy", "PUT /actions", "GET /"]
-        #expect(Array(calls.prefix(8).map(\.0)) == expected, "\(context)")
-        for (call, status, body) in calls.prefix(8) {
+                        "PUT /network-interfaces/eth0", "PUT /drives/data", "PUT /entropy", "PUT /actions", "GET /"]
+        #expect(Array(calls.prefix(9).map(\.0)) == expected, "\(context)")
+        for (call, status, body) in calls.prefix(9) {
             #expect(status == (call.hasPrefix("GET") ? 200 : 204), "\(call) answered \(status) \(body)\n\(context)")
         }
-        #expect(calls.count > 7 && calls[7].2.contains(#""state":"Running""#), "\(context)")
+        #expect(calls.count > 8 && calls[8].2.contains(#""state":"Running""#), "\(context)")
         let guest = try #require(marker("LGUEST-API", in: lines), "the guest never reported\n\(context)")
         #expect(guest["cpus"] == "2" && guest["vda_sectors"] == "32768" && guest["vda_ro"] == "0", "\(guest)\n\(context)")
         #expect(guest["mac"] == "06:00:c0:00:02:02" && guest["rng"] == "virtio_rng.0", "\(guest)\n\(context)")
@@ -61,6 +61,16 @@ struct ApiLabTests {
         #expect(before > 0 && after > before, "\(resume)\n\(context)")
         #expect(after - before < 2, "the guest's clock counted the 5 s it spent paused: \(resume)\n\(context)")
         #expect(!lines.contains { $0.contains("LAB-API-ERROR") }, "\(context)")
+    }
+
+    @Test("PATCH /drives swaps the data disk's image while the guest runs, and the guest reads the new one")
+    func driveSwap() async throws {
+        let (lines, calls, context) = try await outcome()
+        #expect(calls.first { $0.0 == "PATCH /drives/data" }?.1 == 204, "\(context)")
+        let before = lines.first { $0.contains("LAB-API-DATA before") } ?? ""
+        let after = lines.first { $0.contains("LAB-API-DATA after") } ?? ""
+        #expect(before.contains("vdb=FIRST-IMAGE. vdb_sectors=2048"), "\(before)\n\(context)")
+        #expect(after.contains("vdb=SECOND-IMAGE vdb_sectors=4096"), "the guest did not see the new image and its size: \(after)\n\(context)")
     }
 
     @Test("SendCtrlAltDel reaches the guest's init, which powers off, and lguest exits 0")

@@ -19,8 +19,10 @@ import Virtio
 /// FLUSH turns into `fdatasync`. A driver that does not negotiate FLUSH believes writes are
 /// stable when they complete, so for it every write is followed by `fdatasync`.
 ///
-/// The image's size is read once, at open: capacity = size / 512, rounded down. The bytes of
-/// a final partial sector are never read or written (`ignoredTrailingBytes` says how many).
+/// The image's size is read at open: capacity = size / 512, rounded down. The bytes of a
+/// final partial sector are never read or written (`ignoredTrailingBytes` says how many).
+/// `replaceImage` swaps in another image on a running VM (Firecracker's `PATCH /drives`) and
+/// tells the guest its capacity may have changed.
 /// An empty image is allowed and makes a disk of 0 sectors, which Linux shows as a
 /// zero-sized vdX: legal, useless, and not worth refusing.
 public final class BlockDevice: VirtioDevice {
@@ -45,20 +47,25 @@ public final class BlockDevice: VirtioDevice {
     public static let discardSectorAlignment: UInt32 = 8
 
     public let configuration: BlockConfiguration
+    // The image, its size in sectors and its ignored tail change only in `replaceImage`, with
+    // `state`'s lock held; requests are served with that lock held too, so none sees a swap
+    // half-way. Other threads' reads may race with a swap and see either image's numbers.
     /// The disk's size in 512-byte sectors.
-    public let capacity: UInt64
+    public nonisolated(unsafe) private(set) var capacity: UInt64
     /// Bytes at the end of the image that do not fill a whole sector and are ignored.
-    public let ignoredTrailingBytes: Int
+    public nonisolated(unsafe) private(set) var ignoredTrailingBytes: Int
     public var isReadOnly: Bool { configuration.readOnly }
 
     public let deviceType: UInt32 = VirtioDeviceID.block
     public let queueMaxSizes: [UInt16] = [BlockDevice.queueSize]
     public let offeredFeatures: UInt64
-    /// `struct virtio_blk_config` up to `write_zeroes_may_unmap` (and its padding). Nothing in
-    /// it changes while the device lives, so it is built once.
-    public let configSpace: [UInt8]
+    /// `struct virtio_blk_config` up to `write_zeroes_may_unmap` (and its padding). Only the
+    /// capacity changes, when the image is replaced.
+    public var configSpace: [UInt8] {
+        state.withLock { _ in Self.makeConfigSpace(capacity: capacity, readOnly: configuration.readOnly) }
+    }
 
-    let file: ImageFile
+    nonisolated(unsafe) private(set) var file: ImageFile
     /// The GET_ID answer: the serial, NUL-padded to 20 bytes.
     let id: [UInt8]
 
@@ -100,7 +107,23 @@ public final class BlockDevice: VirtioDevice {
             features |= BlockFeature.discard | BlockFeature.writeZeroes
         }
         offeredFeatures = features
-        configSpace = Self.makeConfigSpace(capacity: capacity, readOnly: configuration.readOnly)
+    }
+
+    /// Serves the guest from the image at `path` from now on (opened as the first was, locked
+    /// the same way), after the request being served, if any; the guest gets a
+    /// configuration-change interrupt and reads the new capacity. The old image is closed.
+    public func replaceImage(path: String) throws(BlockError) {
+        let replacement = try ImageFile.open(path: path, readOnly: configuration.readOnly)
+        let interrupt = state.withLock { state -> VirtioInterrupt? in
+            file = replacement
+            capacity = replacement.size / UInt64(Self.sectorSize)
+            ignoredTrailingBytes = Int(replacement.size % UInt64(Self.sectorSize))
+            state.syncFailed = false
+            state.punchHoleUnsupported = false
+            state.zeroRangeUnsupported = false
+            return state.interrupt
+        }
+        interrupt?.signalConfigChange()
     }
 
     static func makeConfigSpace(capacity: UInt64, readOnly: Bool) -> [UInt8] {
