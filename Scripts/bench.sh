@@ -8,6 +8,7 @@
 #   Scripts/bench.sh virtqueue [benchmark options]  split-ring code under ordo-one/benchmark
 #   Scripts/bench.sh startup [RUNS]                 exec to first KVM_RUN, stock kernel, on this host
 #   Scripts/bench.sh boot [RUNS]                    boot to /init and memory overhead vs QEMU microvm, in the lab
+#   Scripts/bench.sh deps REV [RUNS]                 this build vs git revision REV: size, start-up, memory
 #   Scripts/bench.sh all
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -77,6 +78,52 @@ boot() {
     rm -f "$log"
 }
 
+# What a change of dependencies costs: the release binary of git revision REV (built in a
+# worktree of its own) beside this one's, each booting a tiny guest (a few instructions that
+# print forever) with 128 MiB, RUNS times each, alternating: exec to first KVM_RUN (from
+# --trace-boot), and resident and anonymous memory 0.4 s in. Prints medians.
+deps() {
+    local rev=${1:?deps needs a git revision} runs=${2:-15} work
+    build_lguest
+    work=$(mktemp -d)
+    git worktree add --detach "$work/tree" "$rev" >/dev/null
+    (cd "$work/tree" && swift build -c release --static-swift-stdlib --product lguest >&2)
+    # A 64-bit ELF whose code writes 'x' to COM1 forever: mov dx,0x3f8; mov al,'x'; out dx,al; jmp.
+    python3 - "$work/spin.elf" <<'PY'
+import struct, sys
+code = bytes([0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x78, 0xEE, 0xEB, 0xFB])
+addr = 0x200000
+header = b'\x7fELF' + bytes([2, 1, 1, 0]) + bytes(8) + struct.pack('<HHIQQQIHHHHHH', 2, 62, 1, addr, 64, 0, 0, 64, 56, 1, 64, 0, 0)
+program = struct.pack('<IIQQQQQQ', 1, 5, 120, addr, addr, len(code), len(code), 0x1000)
+open(sys.argv[1], 'wb').write(header + program + code)
+PY
+    local name bin i pid
+    declare -A times=() rss=() anon=()
+    for i in $(seq "$runs"); do
+        for name in before after; do
+            bin=.build/release/lguest; [ "$name" = before ] && bin=$work/tree/.build/release/lguest
+            "$bin" run --kernel "$work/spin.elf" --memory 128 --no-sandbox --trace-boot --cmdline "" \
+                </dev/null >/dev/null 2>"$work/err" &
+            pid=$!
+            sleep 0.4
+            rss[$name]+="$(awk '/VmRSS/{print $2}' "/proc/$pid/status") "
+            anon[$name]+="$(awk '/RssAnon/{print $2}' "/proc/$pid/status") "
+            kill "$pid"; wait "$pid" 2>/dev/null || true
+            times[$name]+="$(sed -n 's/.*first KVM_RUN at \([0-9.]*\) ms.*/\1/p' "$work/err") "
+        done
+    done
+    median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+    for name in before after; do
+        bin=.build/release/lguest; [ "$name" = before ] && bin=$work/tree/.build/release/lguest
+        strip -o "$work/stripped" "$bin"
+        printf 'deps %-6s %-8s stripped %s bytes, first KVM_RUN %s ms, resident %s KiB, anonymous %s KiB\n' \
+            "$name" "$([ "$name" = before ] && echo "$rev" || echo HEAD)" "$(stat -c %s "$work/stripped")" \
+            "$(echo "${times[$name]}" | median)" "$(echo "${rss[$name]}" | median)" "$(echo "${anon[$name]}" | median)"
+    done
+    git worktree remove --force "$work/tree" >/dev/null
+    rm -rf "$work"
+}
+
 virtqueue() {
     swift package --package-path Benchmarks benchmark --target Virtqueue "$@"
 }
@@ -89,6 +136,7 @@ case "$command" in
     virtqueue) virtqueue "$@" ;;
     startup) startup "$@" ;;
     boot) boot "$@" ;;
+    deps) deps "$@" ;;
     all) block; net; virtqueue; startup; boot ;;
-    *) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
