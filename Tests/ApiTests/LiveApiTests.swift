@@ -48,6 +48,14 @@ final class ApiProcess {
         return (status, parts.dropFirst().joined(separator: "\r\n\r\n"), headers)
     }
 
+    /// The process's user and system CPU time, in clock ticks (/proc/PID/stat).
+    var cpuTicks: Int {
+        guard let stat = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/stat", encoding: .utf8),
+              let close = stat.lastIndex(of: ")") else { return 0 }
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        return (Int(fields[11]) ?? 0) + (Int(fields[12]) ?? 0)
+    }
+
     var consoleText: String { (try? String(contentsOfFile: console, encoding: .utf8)) ?? "" }
 
     /// Waits up to `seconds` for the process to exit; returns its status, or nil.
@@ -95,8 +103,11 @@ struct LiveApiTests {
         #expect(try lguest.request("PATCH", "/vm", #"{"state": "Paused"}"#).status == 204)
         #expect(try lguest.request("GET", "/").body.contains(#""state":"Paused""#))
         let paused = lguest.consoleText.count
-        usleep(300_000)
+        let cpuBefore = lguest.cpuTicks
+        usleep(500_000)
         #expect(lguest.consoleText.count == paused, "the console advanced while paused")
+        // A paused VM sleeps: its threads wait, none spins (clock ticks are 10 ms).
+        #expect(lguest.cpuTicks - cpuBefore < 10, "lguest used \(lguest.cpuTicks - cpuBefore) ticks of CPU in 0.5 s while paused")
         #expect(try lguest.request("PATCH", "/vm", #"{"state": "Paused"}"#).status == 204, "pausing twice is a no-op")
         #expect(try lguest.request("PATCH", "/vm", #"{"state": "Resumed"}"#).status == 204)
         #expect(wait { lguest.consoleText.count > paused + 1000 }, "the guest did not go on after Resumed")
