@@ -116,6 +116,31 @@ struct RouterTests {
         #expect(send("GET", "/vm/config").1.contains(#""host_dev_name":"tap0""#))
     }
 
+    /// The document Firecracker's own test (`test_get_full_config`) expects, for the resources
+    /// lguest has: every section present, `null` where nothing was configured, defaults filled in.
+    @Test func vmConfigIsFirecrackersWholeDocument() throws {
+        #expect(send("PUT", "/machine-config", #"{"vcpu_count": 2, "mem_size_mib": 256}"#) == (204, ""))
+        #expect(send("PUT", "/boot-source", #"{"kernel_image_path": "\#(Self.kernel)", "boot_args": ""}"#) == (204, ""))
+        #expect(send("PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "is_root_device": true, "is_read_only": true, "path_on_host": "/dev/null"}"#) == (204, ""))
+        #expect(send("PUT", "/network-interfaces/1", #"{"iface_id": "1", "host_dev_name": "tap1", "guest_mac": "06:00:00:00:00:01", "tx_rate_limiter": {"bandwidth": {"size": 1000000, "refill_time": 100}}}"#) == (204, ""))
+        let (status, body) = send("GET", "/vm/config")
+        #expect(status == 200)
+        let actual = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? NSDictionary
+        let expected: NSDictionary = [
+            "machine-config": ["vcpu_count": 2, "mem_size_mib": 256, "smt": false, "track_dirty_pages": false, "huge_pages": "None"],
+            "cpu-config": NSNull(),
+            "boot-source": ["boot_args": "", "kernel_image_path": Self.kernel, "initrd_path": NSNull()],
+            "drives": [["drive_id": "rootfs", "partuuid": NSNull(), "is_root_device": true, "cache_type": "Unsafe",
+                        "is_read_only": true, "path_on_host": "/dev/null", "rate_limiter": NSNull(), "io_engine": "Sync", "socket": NSNull()]],
+            "pmem": [], "balloon": NSNull(), "vsock": NSNull(), "memory-hotplug": NSNull(),
+            "network-interfaces": [["iface_id": "1", "host_dev_name": "tap1", "guest_mac": "06:00:00:00:00:01", "mtu": NSNull(),
+                                    "rx_rate_limiter": NSNull(),
+                                    "tx_rate_limiter": ["bandwidth": ["size": 1000000, "refill_time": 100, "one_time_burst": NSNull()], "ops": NSNull()]]],
+            "logger": NSNull(), "metrics": NSNull(), "mmds-config": NSNull(), "entropy": NSNull(),
+        ]
+        #expect(actual == expected, "\(body)")
+    }
+
     @Test func metricsOnceAndLoggerLevels() {
         #expect(send("PUT", "/metrics", #"{"metrics_path": "/tmp/m"}"#) == (204, ""))
         #expect(fault("PUT", "/metrics", #"{"metrics_path": "/tmp/m"}"#) == "Reinitialization of metrics not allowed.")
