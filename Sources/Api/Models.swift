@@ -141,8 +141,8 @@ public struct FirecrackerVersion: Codable, Equatable, Sendable {
     public var firecracker_version: String
 }
 
-/// `GET /vm/config`, and the `--config-file` format: kebab-case keys at the top.
-public struct FullVmConfiguration: Codable, Equatable, Sendable {
+/// The `--config-file` format (the shape `GET /vm/config` returns): kebab-case keys at the top.
+public struct FullVmConfiguration: Decodable, Equatable, Sendable {
     public var bootSource: BootSource?
     public var drives: [Drive]?
     public var machineConfig: MachineConfig?
@@ -154,18 +154,6 @@ public struct FullVmConfiguration: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey, CaseIterable {
         case bootSource = "boot-source", drives, machineConfig = "machine-config"
         case networkInterfaces = "network-interfaces", entropy, logger, metrics
-    }
-
-    /// Writes every key, `null`s included, as Firecracker's `GET /vm/config` does.
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(bootSource, forKey: .bootSource)
-        try container.encode(drives ?? [], forKey: .drives)
-        try container.encode(machineConfig, forKey: .machineConfig)
-        try container.encode(networkInterfaces ?? [], forKey: .networkInterfaces)
-        try container.encode(entropy, forKey: .entropy)
-        try container.encode(logger, forKey: .logger)
-        try container.encode(metrics, forKey: .metrics)
     }
 }
 

@@ -148,12 +148,6 @@ public struct Resources: Equatable, Sendable {
         return configuration
     }
 
-    /// `GET /vm/config`.
-    public var full: FullVmConfiguration {
-        FullVmConfiguration(bootSource: bootSource, drives: drives, machineConfig: machine,
-                            networkInterfaces: networks, entropy: entropy, logger: nil, metrics: nil)
-    }
-
     static func checkReadable(_ path: String, what: String) throws(ApiFailure) {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         guard fd >= 0 else { throw .fault("The \(what) file cannot be opened: \(osError(errno))") }

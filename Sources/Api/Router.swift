@@ -47,7 +47,7 @@ enum Router {
             try single()
             return .json(FirecrackerVersion(firecracker_version: Controller.firecrackerVersion))
         case ("GET", "vm") where segments == ["vm", "config"]:
-            return ApiResponse(status: 200, body: Array(VmConfigJSON.document(controller.currentResources).utf8))
+            return ApiResponse(status: 200, body: VmConfigDocument.json(controller.currentResources))
         case ("GET", "machine-config"):
             try single()
             return .json(controller.currentResources.machine)
