@@ -243,11 +243,13 @@ struct LiveApiTests {
             {"boot-source": {"kernel_image_path": "\(kernel)", "boot_args": "console=ttyS0"},
              "machine-config": {"vcpu_count": 1, "mem_size_mib": 64}, "drives": [], "unknown-top-level": 1}
             """.utf8), name: "vm.json")
-        let result = try Tool.run(["--no-api", "--config-file", config])
+        // Logs go elsewhere: on standard output they would interleave with the console.
+        let log = try Tool.temporaryFile([], name: "log")
+        let result = try Tool.run(["--no-api", "--config-file", config, "--log-path", log])
         #expect(result.status == 0)
         #expect(result.stdout.contains("hello from a tiny guest"))
         let bad = try Tool.temporaryFile(Array(#"{"boot-source": {"kernel_image_path": "\#(kernel)"}, "machine-config": {"vcpu_count": 1, "mem_size_mib": 64, "x": 1}}"#.utf8), name: "bad.json")
-        let refused = try Tool.run(["--no-api", "--config-file", bad])
+        let refused = try Tool.run(["--no-api", "--config-file", bad, "--log-path", log])
         #expect(refused.status == 152)
         #expect(refused.stderrLines.count == 1 && refused.stderr.contains("unknown field `x`"))
     }
