@@ -98,6 +98,8 @@ public final class ConsoleOutput: ByteSink, @unchecked Sendable {
         chunk.withUnsafeBytes { bytes in
             var offset = 0
             while offset < bytes.count {
+                // A kick from `close` may land after part of a write went through: look each time.
+                if state.withLock({ $0.abandoned }) { return false }
                 let n = Glibc.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
                 if n > 0 { offset += n; continue }
                 if n < 0, errno == EINTR, !state.withLock({ $0.abandoned }) { continue }
@@ -123,9 +125,16 @@ public final class ConsoleOutput: ByteSink, @unchecked Sendable {
         deadline.tv_sec += patience
         while sem_timedwait(finished, &deadline) != 0 {
             if errno == ETIMEDOUT {
+                // Give up on the reader: kick the writer out of its `write` until it notices
+                // (a kick that lands just before the call is lost, so kick again every 100 ms).
                 state.withLock { $0.abandoned = true }
-                writer.kick()
-                while sem_wait(finished) != 0 {}
+                while true {
+                    writer.kick()
+                    clock_gettime(CLOCK_REALTIME, &deadline)
+                    deadline.tv_nsec += 100_000_000
+                    if deadline.tv_nsec >= 1_000_000_000 { deadline.tv_sec += 1; deadline.tv_nsec -= 1_000_000_000 }
+                    if sem_timedwait(finished, &deadline) == 0 { break }
+                }
                 break
             }
         }
