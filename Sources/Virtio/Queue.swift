@@ -207,7 +207,7 @@ public struct Queue: Sendable {
         }
 
         let head: UInt16
-        do { head = try memory.read(UInt16.self, at: availRingAddress(nextAvail)) } catch {
+        do { head = try memory.loadRelaxed16(at: availRingAddress(nextAvail)) } catch {
             throw breakQueue(.ringAccess(error))
         }
         nextAvail &+= 1
@@ -292,12 +292,12 @@ public struct Queue: Sendable {
         GuestMemory.fullBarrier()
         let notify: Bool
         if eventIndex {
-            guard let usedEvent = try? memory.read(UInt16.self, at: usedEventAddress) else { return true }
+            guard let usedEvent = try? memory.loadRelaxed16(at: usedEventAddress) else { return true }
             // More than 2¹⁶ completions since the last check defeats 16-bit arithmetic; the
             // driver's event index is certainly among them.
             notify = added > UInt32(UInt16.max) || Queue.needsEvent(usedEvent, newIndex: new, oldIndex: old)
         } else {
-            guard let flags = try? memory.read(UInt16.self, at: layout.driverArea) else { return true }
+            guard let flags = try? memory.loadRelaxed16(at: layout.driverArea) else { return true }
             notify = flags & RingFlags.availNoInterrupt == 0
         }
         if notify { statistics.notificationsRequested += 1 }
