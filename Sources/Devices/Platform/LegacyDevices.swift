@@ -79,7 +79,9 @@ public final class PanicDevice: BusDevice {
 /// `reboot=k` restarts a PC.
 public final class I8042: BusDevice {
     private struct State {
-        var output: [UInt8] = []
+        /// The output buffer: one byte, as on real hardware. A reply replaces one the guest has
+        /// not read, so a guest repeating a command cannot make lguest hold more.
+        var output: UInt8?
         var commandByte: UInt8 = 0x45   // keyboard interrupt on, translation on, system flag
         var pendingCommand: UInt8?      // a command waiting for its data byte on port 0x60
     }
@@ -98,10 +100,11 @@ public final class I8042: BusDevice {
         state.withLock { s in
             switch offset {
             case Self.dataOffset:
-                data[0] = s.output.isEmpty ? 0 : s.output.removeFirst()
+                data[0] = s.output ?? 0
+                s.output = nil
             case Self.commandOffset:
                 // Status: bit 0 output buffer full, bit 2 system flag (self-test passed).
-                data[0] = (s.output.isEmpty ? 0 : 0x01) | 0x04
+                data[0] = (s.output == nil ? 0 : 0x01) | 0x04
             default:
                 break
             }
@@ -115,11 +118,11 @@ public final class I8042: BusDevice {
             switch offset {
             case Self.commandOffset:
                 switch value {
-                case 0x20: s.output.append(s.commandByte)          // read command byte
+                case 0x20: s.output = s.commandByte           // read command byte
                 case 0x60, 0xD1, 0xD2, 0xD3, 0xD4: s.pendingCommand = value // data byte follows
-                case 0xAA: s.output.append(0x55)                   // controller self-test: passed
-                case 0xAB: s.output.append(0x00)                   // keyboard interface test: passed
-                case 0xA9: s.output.append(0xFF)                   // aux interface test: no aux port
+                case 0xAA: s.output = 0x55                   // controller self-test: passed
+                case 0xAB: s.output = 0x00                   // keyboard interface test: passed
+                case 0xA9: s.output = 0xFF                   // aux interface test: no aux port
                 case 0xFE: reset = true                            // pulse the reset line
                 default: break                                     // enable/disable: nothing to do
                 }
