@@ -8,7 +8,7 @@ import Glibc
 /// terminal, the virtqueues' ioeventfds, TAP devices) and calling each one's handler when it is
 /// readable. Device work runs here, never on a vCPU thread.
 final class EventLoop: Sendable {
-    private let epoll: CInt
+    let epoll: CInt
     private let handlers = Mutex<[CInt: @Sendable () -> Void]>([:])
 
     init() throws(LaunchError) {
@@ -40,12 +40,13 @@ final class EventLoop: Sendable {
         epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil)
     }
 
-    /// Runs forever on the calling thread.
-    func run() -> Never {
+    /// Runs on the calling thread until `epoll_wait` fails other than by EINTR; returns why.
+    func run() -> LaunchError {
         var events = [epoll_event](repeating: epoll_event(), count: 32)
         while true {
             let n = epoll_wait(epoll, &events, Int32(events.count), -1)
-            if n < 0 { continue } // EINTR
+            if n < 0, errno == EINTR { continue }
+            if n < 0 { return .setup("the I/O thread stopped: epoll_wait: \(String(cString: strerror(errno)))") }
             for event in events.prefix(Int(n)) {
                 let fd = event.data.fd
                 if let handler = handlers.withLock({ $0[fd] }) { handler() }

@@ -165,7 +165,7 @@ public final class Machine: Sendable {
         let events = self.events, power = self.power
         try spawnThread(name: "lguest-io") {
             guard enterThreadSandbox(sandbox.io, power: power) else { return }
-            events.run()
+            power.requestStop(.failure(events.run().description))
         }
         for (vcpu, filter) in zip(vcpus, sandbox.vcpus) {
             let (ports, mmio) = (self.ports, self.mmio)
