@@ -47,8 +47,9 @@ final class LoadedFile {
 }
 
 /// Writes all of `bytes` to `fd`, retrying short writes and EINTR; gives up quietly on other
-/// errors (a closed terminal must not take the VM down).
-func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) {
+/// errors (a closed terminal must not take the VM down). Returns how many bytes were written.
+@discardableResult
+func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) -> Int {
     var offset = 0
     while offset < bytes.count {
         let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
@@ -59,8 +60,9 @@ func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) {
             _ = poll(&poller, 1, 100)
             continue
         }
-        return
+        return offset // EPIPE (the reader went away, and SIGPIPE is ignored), EIO, …
     }
+    return offset
 }
 
 /// Prints one line on standard error.

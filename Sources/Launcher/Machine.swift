@@ -26,6 +26,8 @@ public final class Machine: Sendable {
     let console: ConsoleDevice?
     let virtio: [VirtioSlot]
     let events: EventLoop
+    /// Standard output, where both consoles print.
+    let output: DescriptorSink
     /// The TAP descriptors, which vCPU threads may still reconfigure once sandboxed.
     let taps: [CInt]
 
@@ -56,6 +58,7 @@ public final class Machine: Sendable {
         // so that a missing disk is a clean refusal rather than a surprise after boot.
         events = try EventLoop()
         let stdout = DescriptorSink(fd: 1)
+        output = stdout
         var devices: [any VirtioDevice] = []
         let console = configuration.console == .virtio ? ConsoleDevice(output: stdout) : nil
         if let console { devices.append(console) }
@@ -156,6 +159,7 @@ public final class Machine: Sendable {
     /// Starts the guest and blocks until it stops; returns why.
     public func run() throws(LaunchError) -> StopReason {
         Terminal.unblockTerminatingSignals()
+        Terminal.ignoreBrokenPipes()
         Terminal.enterRawMode()
         defer { Terminal.restore() }
         try watchConsoleInput()
@@ -177,7 +181,11 @@ public final class Machine: Sendable {
             }
         }
         try sandbox.confineMainThread()
-        return power.waitForStop()
+        let reason = power.waitForStop()
+        if output.droppedBytes > 0 {
+            printError("lguest: \(output.droppedBytes) bytes of console output were dropped: standard output stopped taking them")
+        }
+        return reason
     }
 
     /// Keys typed on the host go to the console (COM1 or virtio-console), through the escape

@@ -39,6 +39,13 @@ enum Terminal {
         pthread_sigmask(SIG_BLOCK, &set, nil)
     }
 
+    /// Makes a write to a pipe or socket whose reader has gone fail with EPIPE rather than
+    /// kill the process (`lguest … | tee log` when tee dies): the console output is dropped
+    /// and counted, and the guest goes on.
+    static func ignoreBrokenPipes() {
+        signal(SIGPIPE, SIG_IGN)
+    }
+
     /// Puts standard input into raw mode if it is a terminal, and arranges for it to be restored.
     static func enterRawMode() {
         guard inputIsTerminal, tcgetattr(0, &saved) == 0 else { return }
@@ -71,10 +78,17 @@ enum Terminal {
 }
 
 /// Writes what the guest's console prints to a host descriptor (standard output by default).
+/// What the descriptor does not take (a pipe whose reader went away) is dropped and counted.
 final class DescriptorSink: ByteSink {
     let fd: CInt
+    private let dropped = Atomic<Int>(0)
     init(fd: CInt) { self.fd = fd }
-    func write(_ bytes: UnsafeRawBufferPointer) { writeAll(fd, bytes) }
+    func write(_ bytes: UnsafeRawBufferPointer) {
+        let written = writeAll(fd, bytes)
+        if written < bytes.count { dropped.add(bytes.count - written, ordering: .relaxed) }
+    }
+    /// Bytes the descriptor did not take.
+    var droppedBytes: Int { dropped.load(ordering: .relaxed) }
 }
 
 /// Turns keys read from the host into bytes for the guest, watching for the escape sequence.
