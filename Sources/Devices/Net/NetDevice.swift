@@ -510,16 +510,19 @@ public final class NetDevice: VirtioDevice {
             s.statistics.rxDroppedUnsupported += 1
             return .dropped
         }
+        // Every chain's used element first, then one used.idx store: a driver polling the ring
+        // must never see the first chain, whose `num_buffers` promises the others, without them.
         left = count
-        for index in 0 ..< chains {
-            let take = min(Int(s.parked[index].writableLength), left)
-            left -= take
-            do throws(VirtqueueError) {
-                try s.queues[NetDevice.receiveQueue].addUsed(head: s.parked[index].head, length: UInt32(take))
-            } catch {
-                unpark(index, &s)
-                return .failed
+        do throws(VirtqueueError) {
+            for index in 0 ..< chains {
+                let take = min(Int(s.parked[index].writableLength), left)
+                left -= take
+                try s.queues[NetDevice.receiveQueue].stageUsed(head: s.parked[index].head, length: UInt32(take))
             }
+            try s.queues[NetDevice.receiveQueue].publishUsed()
+        } catch {
+            unpark(chains, &s) // the queue is broken: the driver must reset the device
+            return .failed
         }
         unpark(chains, &s)
         s.statistics.rxPackets += 1
