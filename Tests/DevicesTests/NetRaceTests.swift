@@ -77,4 +77,45 @@ import Virtio
         #expect(rig.device.statistics.rxPackets == UInt64(rounds * 8))
     }
 
+    /// A read a signal interrupts is retried, not counted as a lost frame. The endpoint is made
+    /// blocking (a TAP never is) so that signals find the device inside `readv`: each one used to
+    /// cost a turn of the receive burst, and a storm of them ended the burst with nothing read.
+    @Test func aReadInterruptedBySignalsIsRetried() throws {
+        let restore = installInterruptingSignal(SIGUSR2)
+        defer { restore() }
+        let rig = try NetRig()
+        try rig.post([1526])
+        rig.driver.kick(0)
+        let fd = rig.endpoint.fileDescriptor
+        #expect(fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) == 0)
+        let me = pthread_self(), endpoint = rig.endpoint
+        let storm = Thread {
+            for _ in 0 ..< 150 {
+                pthread_kill(me, SIGUSR2)
+                usleep(2000)
+            }
+            try? endpoint.inject(netHeader() + netFrame(64))
+            shutdown(endpoint.peer, Int32(SHUT_WR)) // then end of file, which ends the burst
+        }
+        storm.start()
+        rig.device.tapReadable()
+        #expect(rig.device.statistics.rxPackets == 1)
+        #expect(try rig.rx.drainUsed().map(\.length) == [76])
+    }
+}
+
+/// A signal whose handler does nothing and does not restart system calls, so a blocked call
+/// fails with EINTR; unblocked on the calling thread (the test runner's threads block signals)
+/// until the returned closure blocks it again.
+func installInterruptingSignal(_ number: Int32) -> () -> Void {
+    var action = sigaction()
+    action.__sigaction_handler.sa_handler = { _ in }
+    action.sa_flags = 0
+    sigaction(number, &action, nil)
+    var set = sigset_t()
+    sigemptyset(&set)
+    sigaddset(&set, number)
+    var old = sigset_t()
+    pthread_sigmask(SIG_UNBLOCK, &set, &old)
+    return { pthread_sigmask(SIG_SETMASK, &old, nil) }
 }

@@ -61,6 +61,18 @@ enum GuestIOVectors {
     }
 }
 
+/// Runs a read or write system call again while a signal interrupts it (EINTR); returns its
+/// result and, when that is negative, errno.
+@inline(__always)
+func retryingInterrupts(_ call: () -> Int) -> (Int, Int32) {
+    while true {
+        let n = call()
+        if n >= 0 { return (n, 0) }
+        let error = errno
+        if error != EINTR { return (n, error) }
+    }
+}
+
 /// A stretch of guest memory: a piece of a buffer, or a whole descriptor's buffer (which the
 /// chain walk checked, so a chain's own descriptors serve as I/O vectors without a copy).
 protocol GuestRange {

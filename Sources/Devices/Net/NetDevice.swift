@@ -367,14 +367,13 @@ public final class NetDevice: VirtioDevice {
                 return
             }
             // Safe: `staging` holds exactly `length` bytes of the host buffer.
-            let n = write(fd, staging.baseAddress, length)
-            outcome = (n, n < 0 ? errno : 0)
+            outcome = retryingInterrupts { write(fd, staging.baseAddress, length) }
         }
 
         if outcome.written == length {
             s.statistics.txPackets += 1
             s.statistics.txBytes += UInt64(length - VirtioNetHeader.size)
-        } else if outcome.written < 0, [EAGAIN, EWOULDBLOCK, ENOBUFS, EINTR].contains(outcome.error) {
+        } else if outcome.written < 0, [EAGAIN, EWOULDBLOCK, ENOBUFS].contains(outcome.error) {
             s.statistics.txDroppedBusy += 1
         } else {
             s.statistics.txErrors += 1
@@ -454,16 +453,14 @@ public final class NetDevice: VirtioDevice {
             guard let result = GuestIOVectors.with(first.writable, in: first.memory, extra: buffer, { vectors -> (Int, Int32) in
                 // Safe: the iovecs cover the chain's writable buffers (checked by the chain walk)
                 // and the host buffer, all valid until `with` returns; the kernel writes no more.
-                let n = readv(fd, vectors.baseAddress, Int32(vectors.count))
-                return (n, n < 0 ? errno : 0)
+                retryingInterrupts { readv(fd, vectors.baseAddress, Int32(vectors.count)) }
             }) else { return .failed }
             (count, error) = result
             // Filled to the last byte: the packet may have been cut short, so it is too large.
             if count >= firstCapacity + buffer.count { count = Int.max }
         } else {
             // Safe: reads at most `buffer.count` bytes into the host buffer.
-            count = read(fd, buffer.baseAddress, buffer.count)
-            if count < 0 { error = errno }
+            (count, error) = retryingInterrupts { read(fd, buffer.baseAddress, buffer.count) }
             if count >= buffer.count { count = Int.max } // may have been cut short: too large
         }
 
