@@ -77,6 +77,49 @@ import Virtio
         #expect(rig.device.statistics.rxPackets == UInt64(rounds * 8))
     }
 
+
+    /// An endpoint whose descriptor fails reads (the write end of a pipe: EBADF) until told
+    /// to use the working socket pair.
+    final class FailingOnceEndpoint: PacketEndpoint {
+        let working: NetSocketEndpoint
+        let pipeEnds: [CInt]
+        let failing = Atomic<Bool>(true)
+        init() throws {
+            working = try NetSocketEndpoint()
+            var fds: [CInt] = [-1, -1]
+            guard pipe(&fds) == 0 else { throw NetTestError("pipe failed") }
+            pipeEnds = fds
+        }
+        deinit { pipeEnds.forEach { close($0) } }
+        var fileDescriptor: CInt { failing.load(ordering: .relaxed) ? pipeEnds[1] : working.fileDescriptor }
+        var supportedOffloads: TapOffloads { working.supportedOffloads }
+        func setOffloads(_ offloads: TapOffloads) throws(TapError) { try working.setOffloads(offloads) }
+    }
+
+    @Test func afterAReceiveErrorTheDeviceKeepsWatchingTheTap() throws {
+        let endpoint = try FailingOnceEndpoint()
+        let memory = try GuestMemory(size: 0x40_0000)
+        let device = NetDevice(endpoint: endpoint, mac: NetRig.mac)
+        let interest = NetInterestLog()
+        device.setTapReadableHandler { interest.record($0) }
+        let transport = MMIOTransport(device: device, memory: memory, interrupt: NetInterruptCounter())
+        let driver = MockDriver(transport: transport)
+        let rx = try MockDriverQueue(memory: memory, size: 64, base: 0x1_0000, dataAreaSize: 0x10_0000)
+        let tx = try MockDriverQueue(memory: memory, size: 64, base: 0x20_0000, dataAreaSize: 0x10_0000)
+        try driver.initialize(queues: [rx, tx])
+        let chain = try rx.addChain(writable: [1526])
+        driver.kick(0)
+        #expect(device.statistics.rxErrors == 1)
+        // The guest will not kick again: its buffer is posted. The TAP must stay watched.
+        #expect(device.wantsTapReadable)
+        #expect(interest.values.last == true)
+
+        endpoint.failing.store(false, ordering: .relaxed)
+        try endpoint.working.inject(netHeader() + netFrame(64))
+        device.tapReadable()
+        #expect(try rx.drainUsed() == [UsedElement(id: UInt32(chain.head), length: 76)])
+    }
+
     /// A read a signal interrupts is retried, not counted as a lost frame. The endpoint is made
     /// blocking (a TAP never is) so that signals find the device inside `readv`: each one used to
     /// cost a turn of the receive burst, and a storm of them ended the burst with nothing read.

@@ -84,7 +84,8 @@ public struct NetStatistics: Sendable, Equatable {
     public var rxDroppedUnsupported: UInt64 = 0
     /// RX chains with fewer than 12 writable bytes, returned with length 0.
     public var rxMalformedBuffers: UInt64 = 0
-    /// Failed reads other than EAGAIN (after one, RX waits for the next receive-queue kick).
+    /// Failed reads other than EAGAIN (the device keeps watching the TAP, unless 64 fail in a
+    /// row; then it waits for the next receive-queue kick), and end of file on a socket.
     public var rxErrors: UInt64 = 0
     /// Times reception paused because the guest had posted no receive buffers.
     public var rxStalls: UInt64 = 0
@@ -139,6 +140,9 @@ public final class NetDevice: VirtioDevice {
     /// Packets handled per `tapReadable()` call before yielding to the other descriptors
     /// (the TAP stays readable, so a level-triggered epoll comes straight back).
     static let receiveBurst = 64
+    /// Reads failing in a row, with no packet or EAGAIN between, before the device stops
+    /// watching the TAP until the guest next kicks the receive queue.
+    static let maxFailedReadsInARow = 64
     /// Receive chains held at once (with MRG_RXBUF, enough for a 64 KiB packet).
     static let maxParkedChains = 64
     /// The host buffer for the slow path and the spill-over: more than the largest packet.
@@ -169,6 +173,8 @@ public final class NetDevice: VirtioDevice {
         var reported: Bool?
         var handler: (@Sendable (Bool) -> Void)?
         var statistics = NetStatistics()
+        /// Consecutive `tapReadable()` calls whose read failed.
+        var failedReadsInARow = 0
         let buffer = PacketBuffer(count: NetDevice.bufferSize)
     }
 
@@ -251,6 +257,7 @@ public final class NetDevice: VirtioDevice {
             s.queues = queues
             s.parked = []
             s.parkedCapacity = 0
+            s.failedReadsInARow = 0
             setWantsInput(queues[NetDevice.receiveQueue].isEnabled, &s)
         }
     }
@@ -405,7 +412,9 @@ public final class NetDevice: VirtioDevice {
         case wouldBlock
         /// The guest has no receive chain posted.
         case noBuffers
-        /// Reading failed in a way that would fail again (or the ring broke).
+        /// A read failed: counted, and the next readiness tries again.
+        case readFailed
+        /// Reading cannot go on (end of file, a broken ring, too many failed reads in a row).
         case failed
     }
 
@@ -415,11 +424,16 @@ public final class NetDevice: VirtioDevice {
         var outcome = ReceiveOutcome.delivered
         burst: for _ in 0 ..< NetDevice.receiveBurst {
             outcome = receiveOne(&s)
+            if case .readFailed = outcome { s.failedReadsInARow += 1 } else { s.failedReadsInARow = 0 }
             switch outcome {
             case .delivered, .dropped: continue
-            case .wouldBlock, .noBuffers, .failed: break burst
+            case .wouldBlock, .noBuffers, .failed, .readFailed: break burst
             }
         }
+        // A read that fails now and then leaves the TAP watched, or the posted buffers would
+        // wait for a kick the guest has no reason to send; one that always fails (a deleted
+        // TAP stays readable with an error) must not spin the I/O thread.
+        if case .readFailed = outcome, s.failedReadsInARow >= NetDevice.maxFailedReadsInARow { outcome = .failed }
         s.queues[NetDevice.receiveQueue].notifyGuestIfNeeded()
         switch outcome {
         case .noBuffers:
@@ -427,7 +441,7 @@ public final class NetDevice: VirtioDevice {
             setWantsInput(false, &s)
         case .failed:
             setWantsInput(false, &s)
-        case .delivered, .dropped, .wouldBlock:
+        case .delivered, .dropped, .wouldBlock, .readFailed:
             setWantsInput(true, &s)
         }
     }
@@ -466,9 +480,8 @@ public final class NetDevice: VirtioDevice {
 
         if count < 0 {
             if error == EAGAIN || error == EWOULDBLOCK { return .wouldBlock }
-            if error == EINTR { return .dropped }
             s.statistics.rxErrors += 1
-            return .failed
+            return .readFailed
         }
         if count == 0 {
             // End of file: the other end of a socket went away. A TAP never does this.
