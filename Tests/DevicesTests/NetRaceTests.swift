@@ -77,6 +77,42 @@ import Virtio
         #expect(rig.device.statistics.rxPackets == UInt64(rounds * 8))
     }
 
+    /// The guest flips NEEDS_CSUM on and off in a frame's header while the device sends it,
+    /// without CSUM negotiated: what the host receives must be the header that was checked.
+    @Test func aHeaderTheGuestRewritesDuringTransmitIsSentAsChecked() throws {
+        let rig = try NetRig(exclude: NetDeviceTests.allOffloadFeatures)
+        let header = try rig.tx.allocate(12)
+        try rig.memory.write(netHeader(), at: header)
+        let frame = try rig.tx.allocate(60)
+        try rig.memory.write(netFrame(60), at: frame)
+        let memory = rig.memory
+        let flags = Flags()
+        let scribbler = Thread {
+            defer { flags.exited.store(true, ordering: .releasing) }
+            var value: UInt8 = 0
+            while !flags.stop.load(ordering: .relaxed) {
+                value ^= VirtioNetHeader.needsChecksum
+                try? memory.write(value, at: header)
+            }
+        }
+        scribbler.start()
+        defer { flags.stopAndJoin() }
+
+        var bad = 0, sent = 0
+        let deadline = Date().addingTimeInterval(3)
+        for _ in 0 ..< 20000 where Date() < deadline && bad == 0 {
+            try rig.tx.addRawChain([RawDescriptor(address: header, length: 12, flags: .next),
+                                    RawDescriptor(address: frame, length: 60)])
+            rig.driver.kick(1)
+            _ = try rig.tx.drainUsed()
+            for packet in rig.endpoint.allSent() {
+                sent += 1
+                if packet[0] & VirtioNetHeader.needsChecksum != 0 { bad += 1 }
+            }
+        }
+        #expect(sent > 0)
+        #expect(bad == 0, "the host got \(bad) frames with NEEDS_CSUM, which was never negotiated")
+    }
 
     /// An endpoint whose descriptor fails reads (the write end of a pipe: EBADF) until told
     /// to use the working socket pair.

@@ -97,8 +97,9 @@ public struct NetStatistics: Sendable, Equatable {
 ///
 /// **Transmit.** Each chain on queue 1 is a 12-byte `virtio_net_hdr_v1` and an Ethernet
 /// frame, split across descriptors however the driver liked. Since the TAP device was set up
-/// for 12-byte vnet headers, the whole readable part goes to the host as it is, in one
-/// `writev` straight out of guest memory. Chains with writable buffers, frames shorter than
+/// for 12-byte vnet headers, the packet goes to the host in one `writev`: the header from a
+/// copy that was checked (the guest cannot change it after the check), the frame straight out
+/// of guest memory. Chains with writable buffers, frames shorter than
 /// 14 or longer than 65550 bytes, and headers asking for an offload that was not negotiated
 /// are not sent. Every chain is completed with length 0. If the host has no room (EAGAIN) the
 /// frame is dropped and counted rather than retried: the TAP queue is deep, the guest's
@@ -340,24 +341,28 @@ public final class NetDevice: VirtioDevice {
             s.statistics.txMalformed += 1
             return
         }
-        var reader = chain.reader()
-        // Only `flags` and `gso_type` matter here; both are in the first two bytes.
-        var start: (UInt8, UInt8) = (0, 0)
-        // Safe: the tuple is two bytes, exactly what the read fills.
-        let readStart = withUnsafeMutableBytes(of: &start) { bytes in (try? reader.read(into: bytes)) != nil }
-        guard readStart, NetDevice.transmitHeaderAllowed(flags: start.0, gsoType: start.1, features: s.features) else {
-            s.statistics.txMalformed += 1
-            return
-        }
-
         let fd = endpoint.fileDescriptor
+        let features = s.features
         let outcome: (written: Int, error: Int32)
-        // The whole readable part goes out, so the chain's own descriptors are the iovecs.
+        // The header is copied out of guest memory, checked, and sent from the copy, so the
+        // guest cannot change it between the check and the send. (Only `flags` and `gso_type`
+        // are checked; what else the kernel reads from it, it checks itself.)
         if chain.readable.count <= GuestIOVectors.maxVectors {
-            let result = GuestIOVectors.with(chain.readable, in: chain.memory) { vectors -> (Int, Int32) in
-                // Safe: each iovec covers a readable guest buffer the chain walk checked, valid until `with` returns.
-                let n = writev(fd, vectors.baseAddress, Int32(vectors.count))
-                return (n, n < 0 ? errno : 0)
+            // Safe: the header is the first 12 bytes of the host buffer.
+            let header = UnsafeMutableRawBufferPointer(rebasing: s.buffer.bytes[0 ..< VirtioNetHeader.size])
+            var reader = chain.reader()
+            guard (try? reader.read(into: header)) != nil,
+                  NetDevice.transmitHeaderAllowed(flags: header[0], gsoType: header[1], features: features)
+            else {
+                s.statistics.txMalformed += 1
+                return
+            }
+            // The frame goes out straight from guest memory: the chain's own descriptors are the
+            // iovecs, behind the header's copy.
+            let result = GuestIOVectors.with(chain.readable, in: chain.memory, replacingHead: header) { vectors -> (Int, Int32) in
+                // Safe: each iovec covers the header copy or a readable guest buffer the chain
+                // walk checked, valid until `with` returns.
+                retryingInterrupts { writev(fd, vectors.baseAddress, Int32(vectors.count)) }
             }
             guard let result else {
                 s.statistics.txMalformed += 1
@@ -369,7 +374,9 @@ public final class NetDevice: VirtioDevice {
             var copier = chain.reader()
             // Safe: `length` ≤ maxPacketLength < bufferSize, so the range lies inside the buffer.
             let staging = UnsafeMutableRawBufferPointer(rebasing: s.buffer.bytes[0 ..< length])
-            guard (try? copier.read(into: staging)) != nil else {
+            guard (try? copier.read(into: staging)) != nil,
+                  NetDevice.transmitHeaderAllowed(flags: staging[0], gsoType: staging[1], features: features)
+            else {
                 s.statistics.txMalformed += 1
                 return
             }
