@@ -250,6 +250,21 @@ public final class GuestMemory: @unchecked Sendable {
         return UInt16(littleEndian: lg_load_acquire_u16(p))
     }
 
+    /// Loads a `u16` the guest may be writing at the same time, exactly once (a relaxed atomic
+    /// load): the compiler may not repeat it and find a different value the second time.
+    public func loadRelaxed16(at address: GuestAddress) throws(GuestMemoryError) -> UInt16 {
+        let p = try pointer(at: address, length: 2)
+        // Safe: the two bytes were checked above.
+        return UInt16(littleEndian: lg_load_relaxed_u16(p))
+    }
+
+    /// Loads a `u64` the guest may be writing at the same time, exactly once (relaxed atomic).
+    public func loadRelaxed64(at address: GuestAddress) throws(GuestMemoryError) -> UInt64 {
+        let p = try pointer(at: address, length: 8)
+        // Safe: the eight bytes were checked above.
+        return UInt64(littleEndian: lg_load_relaxed_u64(p))
+    }
+
     /// Stores a `u16` with release ordering: earlier writes are visible before it.
     public func storeRelease16(_ value: UInt16, at address: GuestAddress) throws(GuestMemoryError) {
         let p = try pointer(at: address, length: 2)

@@ -53,18 +53,26 @@ public final class EventFD: Sendable {
     }
 
     /// Adds one to the counter, waking whoever waits on it (KVM injects an interrupt for an irqfd).
+    /// A signal interrupting the write (EINTR) does not lose the wake-up: it is made again.
     public func signal() {
         var one: UInt64 = 1
         // Safe: writes the 8 bytes of a local.
-        _ = withUnsafeBytes(of: &one) { write(raw, $0.baseAddress, 8) }
+        _ = withUnsafeBytes(of: &one) { bytes in
+            while write(raw, bytes.baseAddress, 8) < 0, errno == EINTR {}
+        }
     }
 
-    /// Reads and resets the counter; returns 0 if it was already zero.
+    /// Reads and resets the counter; returns 0 if it was already zero. A read a signal
+    /// interrupts (EINTR) is made again.
     @discardableResult
     public func drain() -> UInt64 {
         var value: UInt64 = 0
         // Safe: reads at most 8 bytes into a local.
-        let n = withUnsafeMutableBytes(of: &value) { read(raw, $0.baseAddress, 8) }
+        let n = withUnsafeMutableBytes(of: &value) { bytes in
+            var n: Int
+            repeat { n = read(raw, bytes.baseAddress, 8) } while n < 0 && errno == EINTR
+            return n
+        }
         return n == 8 ? value : 0
     }
 }

@@ -24,8 +24,9 @@ public func retryingEINTR(_ call: () -> Int) -> Result<Int, SystemError> {
 }
 
 /// Writes all of `bytes` to `fd`, retrying short writes and EINTR; gives up quietly on other
-/// errors (a closed terminal must not take the VM down).
-public func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) {
+/// errors (a closed terminal must not take the VM down). Returns how many bytes were written.
+@discardableResult
+public func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) -> Int {
     var offset = 0
     while offset < bytes.count {
         let n = write(fd, bytes.baseAddress! + offset, bytes.count - offset)
@@ -36,7 +37,8 @@ public func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) {
             _ = poll(&poller, 1, 100)
             continue
         }
-        return
+        return offset // EPIPE (the reader went away, and SIGPIPE is ignored), EIO, …
     }
+    return offset
 }
 

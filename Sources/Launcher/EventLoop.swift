@@ -10,7 +10,7 @@ import HostSystem
 /// terminal, the virtqueues' ioeventfds, TAP devices) and calling each one's handler when it is
 /// readable. Device work runs here, never on a vCPU thread.
 final class EventLoop: Sendable {
-    private let epoll: CInt
+    let epoll: CInt
     private let handlers = Mutex<[CInt: @Sendable () -> Void]>([:])
     /// Written by `wake()` so that the loop looks at its gate (pause, stop) even when no device
     /// has anything to say.
@@ -68,18 +68,21 @@ final class EventLoop: Sendable {
         epoll_ctl(epoll, EPOLL_CTL_DEL, fd, nil)
     }
 
-    /// Runs on the calling thread until `gate` says the machine is stopping; parks there while
-    /// it is paused, between two batches of events, never in the middle of one.
-    func run(gate: RunGate) {
+    /// Runs on the calling thread until `gate` says the machine is stopping (nil), or until
+    /// `epoll_wait` fails other than by EINTR (why); parks while the machine is paused, between
+    /// two batches of events, never in the middle of one.
+    func run(gate: RunGate) -> LaunchError? {
         var events = [epoll_event](repeating: epoll_event(), count: 32)
         while gate.checkpoint() {
             let n = epoll_wait(epoll, &events, Int32(events.count), -1)
-            if n < 0 { continue } // EINTR
+            if n < 0, errno == EINTR { continue }
+            if n < 0 { return .setup("the I/O thread stopped: epoll_wait: \(String(cString: strerror(errno)))") }
             for event in events.prefix(Int(n)) {
                 let fd = event.data.fd
                 if fd == control.raw { control.drain(); continue }
                 if let handler = handlers.withLock({ $0[fd] }) { handler() }
             }
         }
+        return nil
     }
 }

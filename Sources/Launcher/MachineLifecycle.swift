@@ -36,7 +36,7 @@ extension Machine {
         let io = try MachineThread(name: "lguest-io") {
             defer { gate.leave() }
             guard enterThreadSandbox(sandbox.io, power: power) else { return }
-            events.run(gate: gate)
+            if let failure = events.run(gate: gate) { power.requestStop(.failure(failure.description)) }
         }
         threads.withLock { $0.io = io }
         for (vcpu, filter) in zip(vcpus, sandbox.vcpus) {

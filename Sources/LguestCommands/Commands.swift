@@ -198,6 +198,7 @@ func runToCompletion(_ configuration: VMConfiguration) -> Never {
     let vm = VirtualMachine(configuration: configuration, console: ConsoleConnection(
         output: output, input: 0, escapeQuits: Terminal.inputIsTerminal))
     TerminatingSignals.unblock()
+    Terminal.ignoreBrokenPipes()
     Terminal.enterRawMode()
     do {
         try vm.start()
@@ -210,6 +211,9 @@ func runToCompletion(_ configuration: VMConfiguration) -> Never {
     let reason = vm.waitUntilStopped()
     output.close()
     Terminal.restore()
+    if output.dropped > 0 {
+        printError("lguest: \(output.dropped) bytes of console output were dropped: standard output stopped taking them")
+    }
     if let message = reason.message { printError("lguest: \(message)") }
     exit(reason.exitCode)
 }

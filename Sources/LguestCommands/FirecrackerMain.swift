@@ -75,6 +75,7 @@ enum FirecrackerMain {
             if response.status != 204 { fail("--metrics-path \(path): \(String(decoding: response.body, as: UTF8.self))") }
         }
         TerminatingSignals.unblock()
+        Terminal.ignoreBrokenPipes()
         Terminal.enterRawMode()
 
         if let path = options.configFile {

@@ -18,6 +18,13 @@ enum Terminal {
 
     static var inputIsTerminal: Bool { isatty(0) == 1 }
 
+    /// Makes a write to a pipe or socket whose reader has gone fail with EPIPE rather than
+    /// kill the process (`lguest … | tee log` when tee dies): the console output is dropped
+    /// and counted, and the guest goes on.
+    static func ignoreBrokenPipes() {
+        signal(SIGPIPE, SIG_IGN)
+    }
+
     /// Puts standard input into raw mode if it is a terminal, and arranges for it to be restored.
     static func enterRawMode() {
         guard inputIsTerminal, tcgetattr(0, &saved) == 0 else { return }

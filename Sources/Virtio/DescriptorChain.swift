@@ -102,13 +102,14 @@ extension DescriptorChain {
             guard UInt32(index) < tableSize else { throw .nextOutOfRange(next: index, limit: tableSize) }
 
             // Read the 16-byte descriptor once, as two 64-bit loads: {addr} and
-            // {len, flags, next}. Nothing below looks at the guest's copy again.
+            // {len, flags, next}, each an atomic load the compiler cannot repeat. Nothing below
+            // looks at the guest's copy again.
             let entry = table + UInt64(index) * 16
             let address: UInt64
             let packed: UInt64
             do {
-                address = try memory.read(UInt64.self, at: entry)
-                packed = try memory.read(UInt64.self, at: entry + 8)
+                address = try memory.loadRelaxed64(at: entry)
+                packed = try memory.loadRelaxed64(at: entry + 8)
             } catch {
                 // The tables were checked to lie in guest RAM; this cannot happen, but if it
                 // does the chain is as bad as one pointing outside memory.

@@ -79,6 +79,8 @@ public struct Queue: Sendable {
     public private(set) var nextAvail: UInt16 = 0
     /// The device's copy of `used.idx`. Never read back from the guest.
     public private(set) var nextUsed: UInt16 = 0
+    /// Used elements written after `nextUsed` but not yet published (`stageUsed`).
+    private var staged: UInt16 = 0
     /// A structural error happened; the queue refuses all work until it is rebuilt.
     public private(set) var isBroken = false
     public private(set) var statistics = QueueStatistics()
@@ -207,7 +209,7 @@ public struct Queue: Sendable {
         }
 
         let head: UInt16
-        do { head = try memory.read(UInt16.self, at: availRingAddress(nextAvail)) } catch {
+        do { head = try memory.loadRelaxed16(at: availRingAddress(nextAvail)) } catch {
             throw breakQueue(.ringAccess(error))
         }
         nextAvail &+= 1
@@ -228,7 +230,8 @@ public struct Queue: Sendable {
         } catch {
             count(error.kind)
             // Give the descriptors back so the driver does not leak them; it sees length 0.
-            try publishUsed(head: head, length: 0)
+            try writeUsedElement(head: head, length: 0)
+            try publishUsed()
             throw .malformedChain(head: head, error)
         }
     }
@@ -248,26 +251,48 @@ public struct Queue: Sendable {
     /// Publishes the used element `(head, length)`: `length` is the number of bytes the device
     /// wrote into the chain's writable buffers (0 for a request with no response).
     public mutating func addUsed(head: UInt16, length: UInt32) throws(VirtqueueError) {
-        guard !isBroken else { throw .queueBroken }
-        guard head < size else { throw .usedHeadOutOfRange(head: head, size: size) }
-        try publishUsed(head: head, length: length)
+        try stageUsed(head: head, length: length)
+        try publishUsed()
     }
 
-    private mutating func publishUsed(head: UInt16, length: UInt32) throws(VirtqueueError) {
-        let slot = usedRingAddress(nextUsed)
+    /// Writes the used element `(head, length)` into the ring without moving `used.idx`: the
+    /// driver does not see it until `publishUsed()`. For one reply spread over several chains
+    /// (a mergeable-buffer packet), which the driver must see whole or not at all.
+    public mutating func stageUsed(head: UInt16, length: UInt32) throws(VirtqueueError) {
+        guard !isBroken else { throw .queueBroken }
+        guard head < size else { throw .usedHeadOutOfRange(head: head, size: size) }
+        try writeUsedElement(head: head, length: length)
+    }
+
+    /// Moves `used.idx` past every element staged since the last publication, in one store.
+    public mutating func publishUsed() throws(VirtqueueError) {
+        guard staged > 0 else { return }
+        guard !isBroken else { throw .queueBroken }
         do {
-            try memory.write(UInt32(head), at: slot)
-            try memory.write(length, at: slot + 4)
-            // Journey 10: publish. The device's writes into the chain's buffers and the element
+            // Journey 10: publish. The device's writes into the chains' buffers and the elements
             // above must reach the driver before the index that announces them.
             // Release: orders the buffer and used-element writes before this used.idx store.
-            try memory.storeRelease16(nextUsed &+ 1, at: usedIndexAddress)
+            try memory.storeRelease16(nextUsed &+ staged, at: usedIndexAddress)
         } catch {
             throw breakQueue(.ringAccess(error))
         }
-        nextUsed &+= 1
-        addedSinceCheck &+= 1
-        statistics.usedPublished += 1
+        nextUsed &+= staged
+        addedSinceCheck &+= UInt32(staged)
+        statistics.usedPublished += UInt64(staged)
+        staged = 0
+    }
+
+    private mutating func writeUsedElement(head: UInt16, length: UInt32) throws(VirtqueueError) {
+        // More staged elements than ring slots would overwrite the first: a device bug.
+        guard staged < size else { throw breakQueue(.queueBroken) }
+        let slot = usedRingAddress(nextUsed &+ staged)
+        do {
+            try memory.write(UInt32(head), at: slot)
+            try memory.write(length, at: slot + 4)
+        } catch {
+            throw breakQueue(.ringAccess(error))
+        }
+        staged &+= 1
     }
 
     // MARK: - Interrupt suppression (used buffer notifications)
@@ -292,12 +317,12 @@ public struct Queue: Sendable {
         GuestMemory.fullBarrier()
         let notify: Bool
         if eventIndex {
-            guard let usedEvent = try? memory.read(UInt16.self, at: usedEventAddress) else { return true }
+            guard let usedEvent = try? memory.loadRelaxed16(at: usedEventAddress) else { return true }
             // More than 2¹⁶ completions since the last check defeats 16-bit arithmetic; the
             // driver's event index is certainly among them.
             notify = added > UInt32(UInt16.max) || Queue.needsEvent(usedEvent, newIndex: new, oldIndex: old)
         } else {
-            guard let flags = try? memory.read(UInt16.self, at: layout.driverArea) else { return true }
+            guard let flags = try? memory.loadRelaxed16(at: layout.driverArea) else { return true }
             notify = flags & RingFlags.availNoInterrupt == 0
         }
         if notify { statistics.notificationsRequested += 1 }

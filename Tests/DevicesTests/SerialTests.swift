@@ -132,6 +132,19 @@ final class Pulses: Sendable {
         #expect(count == I8042.outputLimit)
     }
 
+    /// Real hardware has a one-byte output buffer; a guest repeating "read command byte" must
+    /// not make lguest hold a byte per repetition.
+    @Test func keyboardControllerOutputHoldsOneByte() {
+        let i8042 = I8042(power: PowerControl())
+        for _ in 0 ..< 10_000 { withUnsafeBytes(of: UInt8(0x20)) { i8042.write(offset: 4, from: $0) } }
+        withUnsafeBytes(of: UInt8(0xAA)) { i8042.write(offset: 4, from: $0) } // the newest reply wins
+        var status: UInt8 = 0, data: UInt8 = 0
+        withUnsafeMutableBytes(of: &data) { i8042.read(offset: 0, into: $0) }
+        withUnsafeMutableBytes(of: &status) { i8042.read(offset: 4, into: $0) }
+        #expect(data == 0x55)
+        #expect(status & 1 == 0, "more output after reading the only byte")
+    }
+
     @Test func pvpanicReportsCapabilitiesAndPanics() {
         let power = PowerControl()
         let device = PanicDevice(power: power, capabilities: 0x03, panicked: 0x01)

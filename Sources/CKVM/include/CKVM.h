@@ -126,6 +126,16 @@ static inline void lg_store_release_u32(void *p, uint32_t v) {
 static inline void lg_store_relaxed_u8(void *p, uint8_t v) {
     __atomic_store_n((uint8_t *)p, v, __ATOMIC_RELAXED);
 }
+/// Relaxed loads, for ring fields and descriptors the guest may be writing while we read
+/// (Linux's READ_ONCE, rust-vmm's `load(Ordering::Relaxed)`): no ordering, but the compiler
+/// must load exactly once, never tear, repeat or merge the access. x86-64 loads of any
+/// alignment inside a cache line are single moves.
+static inline uint16_t lg_load_relaxed_u16(const void *p) {
+    return __atomic_load_n((const uint16_t *)p, __ATOMIC_RELAXED);
+}
+static inline uint64_t lg_load_relaxed_u64(const void *p) {
+    return __atomic_load_n((const uint64_t *)p, __ATOMIC_RELAXED);
+}
 /// A full barrier: orders earlier stores before later loads (the one ordering x86 relaxes).
 static inline void lg_fence_seq_cst(void) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 

@@ -36,6 +36,30 @@ enum GuestIOVectors {
         }
     }
 
+    /// Calls `body` with `head`'s iovec followed by iovecs over `buffers` minus their first
+    /// `head.count` bytes: a packet whose header was copied out of guest memory (and checked)
+    /// goes out from the copy, and the rest straight from the guest.
+    static func with<B: GuestRange, R>(_ buffers: ArraySlice<B>, in memory: GuestMemory,
+                                       replacingHead head: UnsafeMutableRawBufferPointer,
+                                       _ body: (UnsafeBufferPointer<iovec>) -> R) -> R? {
+        with(buffers, in: memory) { vectors in
+            // Safe: the new iovecs point into `head` and into the guest views `vectors` holds,
+            // all valid until `body` returns; there is room for every vector plus the head.
+            withUnsafeTemporaryAllocation(of: iovec.self, capacity: vectors.count + 1) { storage in
+                storage[0] = iovec(iov_base: head.baseAddress, iov_len: head.count)
+                var count = 1
+                var skip = head.count
+                for vector in vectors {
+                    guard skip < vector.iov_len else { skip -= vector.iov_len; continue }
+                    storage[count] = iovec(iov_base: vector.iov_base.map { $0 + skip }, iov_len: vector.iov_len - skip)
+                    count += 1
+                    skip = 0
+                }
+                return body(UnsafeBufferPointer(rebasing: storage[..<count]))
+            }
+        }
+    }
+
     static func with<R>(_ buffers: [GuestBuffer], in memory: GuestMemory,
                         extra: UnsafeMutableRawBufferPointer? = nil,
                         _ body: (UnsafeBufferPointer<iovec>) -> R) -> R? {
@@ -58,6 +82,18 @@ enum GuestIOVectors {
         } catch {
             return nil
         }
+    }
+}
+
+/// Runs a read or write system call again while a signal interrupts it (EINTR); returns its
+/// result and, when that is negative, errno.
+@inline(__always)
+func retryingInterrupts(_ call: () -> Int) -> (Int, Int32) {
+    while true {
+        let n = call()
+        if n >= 0 { return (n, 0) }
+        let error = errno
+        if error != EINTR { return (n, error) }
     }
 }
 

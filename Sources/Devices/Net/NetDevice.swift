@@ -84,7 +84,8 @@ public struct NetStatistics: Sendable, Equatable {
     public var rxDroppedUnsupported: UInt64 = 0
     /// RX chains with fewer than 12 writable bytes, returned with length 0.
     public var rxMalformedBuffers: UInt64 = 0
-    /// Failed reads other than EAGAIN (after one, RX waits for the next receive-queue kick).
+    /// Failed reads other than EAGAIN (the device keeps watching the TAP, unless 64 fail in a
+    /// row; then it waits for the next receive-queue kick), and end of file on a socket.
     public var rxErrors: UInt64 = 0
     /// Times reception paused because the guest had posted no receive buffers.
     public var rxStalls: UInt64 = 0
@@ -96,8 +97,9 @@ public struct NetStatistics: Sendable, Equatable {
 ///
 /// **Transmit.** Each chain on queue 1 is a 12-byte `virtio_net_hdr_v1` and an Ethernet
 /// frame, split across descriptors however the driver liked. Since the TAP device was set up
-/// for 12-byte vnet headers, the whole readable part goes to the host as it is, in one
-/// `writev` straight out of guest memory. Chains with writable buffers, frames shorter than
+/// for 12-byte vnet headers, the packet goes to the host in one `writev`: the header from a
+/// copy that was checked (the guest cannot change it after the check), the frame straight out
+/// of guest memory. Chains with writable buffers, frames shorter than
 /// 14 or longer than 65550 bytes, and headers asking for an offload that was not negotiated
 /// are not sent. Every chain is completed with length 0. If the host has no room (EAGAIN) the
 /// frame is dropped and counted rather than retried: the TAP queue is deep, the guest's
@@ -139,6 +141,9 @@ public final class NetDevice: VirtioDevice {
     /// Packets handled per `tapReadable()` call before yielding to the other descriptors
     /// (the TAP stays readable, so a level-triggered epoll comes straight back).
     static let receiveBurst = 64
+    /// Reads failing in a row, with no packet or EAGAIN between, before the device stops
+    /// watching the TAP until the guest next kicks the receive queue.
+    static let maxFailedReadsInARow = 64
     /// Receive chains held at once (with MRG_RXBUF, enough for a 64 KiB packet).
     static let maxParkedChains = 64
     /// The host buffer for the slow path and the spill-over: more than the largest packet.
@@ -169,6 +174,8 @@ public final class NetDevice: VirtioDevice {
         var reported: Bool?
         var handler: (@Sendable (Bool) -> Void)?
         var statistics = NetStatistics()
+        /// Consecutive `tapReadable()` calls whose read failed.
+        var failedReadsInARow = 0
         let buffer = PacketBuffer(count: NetDevice.bufferSize)
     }
 
@@ -251,6 +258,7 @@ public final class NetDevice: VirtioDevice {
             s.queues = queues
             s.parked = []
             s.parkedCapacity = 0
+            s.failedReadsInARow = 0
             setWantsInput(queues[NetDevice.receiveQueue].isEnabled, &s)
         }
     }
@@ -333,24 +341,28 @@ public final class NetDevice: VirtioDevice {
             s.statistics.txMalformed += 1
             return
         }
-        var reader = chain.reader()
-        // Only `flags` and `gso_type` matter here; both are in the first two bytes.
-        var start: (UInt8, UInt8) = (0, 0)
-        // Safe: the tuple is two bytes, exactly what the read fills.
-        let readStart = withUnsafeMutableBytes(of: &start) { bytes in (try? reader.read(into: bytes)) != nil }
-        guard readStart, NetDevice.transmitHeaderAllowed(flags: start.0, gsoType: start.1, features: s.features) else {
-            s.statistics.txMalformed += 1
-            return
-        }
-
         let fd = endpoint.fileDescriptor
+        let features = s.features
         let outcome: (written: Int, error: Int32)
-        // The whole readable part goes out, so the chain's own descriptors are the iovecs.
+        // The header is copied out of guest memory, checked, and sent from the copy, so the
+        // guest cannot change it between the check and the send. (Only `flags` and `gso_type`
+        // are checked; what else the kernel reads from it, it checks itself.)
         if chain.readable.count <= GuestIOVectors.maxVectors {
-            let result = GuestIOVectors.with(chain.readable, in: chain.memory) { vectors -> (Int, Int32) in
-                // Safe: each iovec covers a readable guest buffer the chain walk checked, valid until `with` returns.
-                let n = writev(fd, vectors.baseAddress, Int32(vectors.count))
-                return (n, n < 0 ? errno : 0)
+            // Safe: the header is the first 12 bytes of the host buffer.
+            let header = UnsafeMutableRawBufferPointer(rebasing: s.buffer.bytes[0 ..< VirtioNetHeader.size])
+            var reader = chain.reader()
+            guard (try? reader.read(into: header)) != nil,
+                  NetDevice.transmitHeaderAllowed(flags: header[0], gsoType: header[1], features: features)
+            else {
+                s.statistics.txMalformed += 1
+                return
+            }
+            // The frame goes out straight from guest memory: the chain's own descriptors are the
+            // iovecs, behind the header's copy.
+            let result = GuestIOVectors.with(chain.readable, in: chain.memory, replacingHead: header) { vectors -> (Int, Int32) in
+                // Safe: each iovec covers the header copy or a readable guest buffer the chain
+                // walk checked, valid until `with` returns.
+                retryingInterrupts { writev(fd, vectors.baseAddress, Int32(vectors.count)) }
             }
             guard let result else {
                 s.statistics.txMalformed += 1
@@ -362,19 +374,20 @@ public final class NetDevice: VirtioDevice {
             var copier = chain.reader()
             // Safe: `length` ≤ maxPacketLength < bufferSize, so the range lies inside the buffer.
             let staging = UnsafeMutableRawBufferPointer(rebasing: s.buffer.bytes[0 ..< length])
-            guard (try? copier.read(into: staging)) != nil else {
+            guard (try? copier.read(into: staging)) != nil,
+                  NetDevice.transmitHeaderAllowed(flags: staging[0], gsoType: staging[1], features: features)
+            else {
                 s.statistics.txMalformed += 1
                 return
             }
             // Safe: `staging` holds exactly `length` bytes of the host buffer.
-            let n = write(fd, staging.baseAddress, length)
-            outcome = (n, n < 0 ? errno : 0)
+            outcome = retryingInterrupts { write(fd, staging.baseAddress, length) }
         }
 
         if outcome.written == length {
             s.statistics.txPackets += 1
             s.statistics.txBytes += UInt64(length - VirtioNetHeader.size)
-        } else if outcome.written < 0, [EAGAIN, EWOULDBLOCK, ENOBUFS, EINTR].contains(outcome.error) {
+        } else if outcome.written < 0, [EAGAIN, EWOULDBLOCK, ENOBUFS].contains(outcome.error) {
             s.statistics.txDroppedBusy += 1
         } else {
             s.statistics.txErrors += 1
@@ -406,7 +419,9 @@ public final class NetDevice: VirtioDevice {
         case wouldBlock
         /// The guest has no receive chain posted.
         case noBuffers
-        /// Reading failed in a way that would fail again (or the ring broke).
+        /// A read failed: counted, and the next readiness tries again.
+        case readFailed
+        /// Reading cannot go on (end of file, a broken ring, too many failed reads in a row).
         case failed
     }
 
@@ -416,11 +431,16 @@ public final class NetDevice: VirtioDevice {
         var outcome = ReceiveOutcome.delivered
         burst: for _ in 0 ..< NetDevice.receiveBurst {
             outcome = receiveOne(&s)
+            if case .readFailed = outcome { s.failedReadsInARow += 1 } else { s.failedReadsInARow = 0 }
             switch outcome {
             case .delivered, .dropped: continue
-            case .wouldBlock, .noBuffers, .failed: break burst
+            case .wouldBlock, .noBuffers, .failed, .readFailed: break burst
             }
         }
+        // A read that fails now and then leaves the TAP watched, or the posted buffers would
+        // wait for a kick the guest has no reason to send; one that always fails (a deleted
+        // TAP stays readable with an error) must not spin the I/O thread.
+        if case .readFailed = outcome, s.failedReadsInARow >= NetDevice.maxFailedReadsInARow { outcome = .failed }
         s.queues[NetDevice.receiveQueue].notifyGuestIfNeeded()
         switch outcome {
         case .noBuffers:
@@ -428,7 +448,7 @@ public final class NetDevice: VirtioDevice {
             setWantsInput(false, &s)
         case .failed:
             setWantsInput(false, &s)
-        case .delivered, .dropped, .wouldBlock:
+        case .delivered, .dropped, .wouldBlock, .readFailed:
             setWantsInput(true, &s)
         }
     }
@@ -454,24 +474,21 @@ public final class NetDevice: VirtioDevice {
             guard let result = GuestIOVectors.with(first.writable, in: first.memory, extra: buffer, { vectors -> (Int, Int32) in
                 // Safe: the iovecs cover the chain's writable buffers (checked by the chain walk)
                 // and the host buffer, all valid until `with` returns; the kernel writes no more.
-                let n = readv(fd, vectors.baseAddress, Int32(vectors.count))
-                return (n, n < 0 ? errno : 0)
+                retryingInterrupts { readv(fd, vectors.baseAddress, Int32(vectors.count)) }
             }) else { return .failed }
             (count, error) = result
             // Filled to the last byte: the packet may have been cut short, so it is too large.
             if count >= firstCapacity + buffer.count { count = Int.max }
         } else {
             // Safe: reads at most `buffer.count` bytes into the host buffer.
-            count = read(fd, buffer.baseAddress, buffer.count)
-            if count < 0 { error = errno }
+            (count, error) = retryingInterrupts { read(fd, buffer.baseAddress, buffer.count) }
             if count >= buffer.count { count = Int.max } // may have been cut short: too large
         }
 
         if count < 0 {
             if error == EAGAIN || error == EWOULDBLOCK { return .wouldBlock }
-            if error == EINTR { return .dropped }
             s.statistics.rxErrors += 1
-            return .failed
+            return .readFailed
         }
         if count == 0 {
             // End of file: the other end of a socket went away. A TAP never does this.
@@ -510,16 +527,19 @@ public final class NetDevice: VirtioDevice {
             s.statistics.rxDroppedUnsupported += 1
             return .dropped
         }
+        // Every chain's used element first, then one used.idx store: a driver polling the ring
+        // must never see the first chain, whose `num_buffers` promises the others, without them.
         left = count
-        for index in 0 ..< chains {
-            let take = min(Int(s.parked[index].writableLength), left)
-            left -= take
-            do throws(VirtqueueError) {
-                try s.queues[NetDevice.receiveQueue].addUsed(head: s.parked[index].head, length: UInt32(take))
-            } catch {
-                unpark(index, &s)
-                return .failed
+        do throws(VirtqueueError) {
+            for index in 0 ..< chains {
+                let take = min(Int(s.parked[index].writableLength), left)
+                left -= take
+                try s.queues[NetDevice.receiveQueue].stageUsed(head: s.parked[index].head, length: UInt32(take))
             }
+            try s.queues[NetDevice.receiveQueue].publishUsed()
+        } catch {
+            unpark(chains, &s) // the queue is broken: the driver must reset the device
+            return .failed
         }
         unpark(chains, &s)
         s.statistics.rxPackets += 1

@@ -79,6 +79,10 @@ public final class PanicDevice: BusDevice {
 /// `reboot=k` restarts a PC.
 public final class I8042: BusDevice {
     private struct State {
+        /// The output buffer. A controller reply replaces whatever the guest has not read (one
+        /// byte, as on real hardware, so a guest repeating a command cannot make lguest hold
+        /// more); keys and the keyboard's acknowledgements queue behind each other, up to
+        /// `outputLimit` bytes (a keyboard's own buffer).
         var output: [UInt8] = []
         var commandByte: UInt8 = 0x45   // keyboard interrupt on, translation on, system flag
         var pendingCommand: UInt8?      // a command waiting for its data byte on port 0x60
@@ -143,11 +147,11 @@ public final class I8042: BusDevice {
             switch offset {
             case Self.commandOffset:
                 switch value {
-                case 0x20: s.output.append(s.commandByte)          // read command byte
+                case 0x20: s.output = [s.commandByte]          // read command byte
                 case 0x60, 0xD1, 0xD2, 0xD3, 0xD4: s.pendingCommand = value // data byte follows
-                case 0xAA: s.output.append(0x55)                   // controller self-test: passed
-                case 0xAB: s.output.append(0x00)                   // keyboard interface test: passed
-                case 0xA9: s.output.append(0xFF)                   // aux interface test: no aux port
+                case 0xAA: s.output = [0x55]                  // controller self-test: passed
+                case 0xAB: s.output = [0x00]                  // keyboard interface test: passed
+                case 0xA9: s.output = [0xFF]                  // aux interface test: no aux port
                 case 0xFE: reset = true                            // pulse the reset line
                 default: break                                     // enable/disable: nothing to do
                 }
