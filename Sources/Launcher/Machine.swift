@@ -127,17 +127,9 @@ public final class Machine: Sendable {
 
         // The platform devices, each where the ACPI tables said it would be.
         power = PowerControl()
-        let serialInterrupt: EventFD
-        do {
-            serialInterrupt = try EventFD()
-            try vm.attachInterrupt(serialInterrupt, gsi: PlatformInterrupts.com1)
-        } catch { throw .kvm(.call(error)) }
+        let serialInterrupt = try Self.interruptLine(vm, gsi: PlatformInterrupts.com1)
         serial = Serial(output: stdout, interrupt: { serialInterrupt.signal() })
-        let keyboardInterrupt: EventFD
-        do {
-            keyboardInterrupt = try EventFD()
-            try vm.attachInterrupt(keyboardInterrupt, gsi: PlatformInterrupts.keyboard)
-        } catch { throw .kvm(.call(error)) }
+        let keyboardInterrupt = try Self.interruptLine(vm, gsi: PlatformInterrupts.keyboard)
         keyboard = I8042(power: power, interrupt: { keyboardInterrupt.signal() })
         var slots: [VirtioSlot] = []
         for (index, device) in devices.enumerated() {
@@ -173,6 +165,15 @@ public final class Machine: Sendable {
             }
         }
         if configuration.traceBoot { printError(BootClock.line("trace: VM built")) }
+    }
+
+    /// An eventfd wired to interrupt line `gsi` of `vm` (an irqfd): a platform device's IRQ.
+    private static func interruptLine(_ vm: VirtualMachine, gsi: UInt32) throws(LaunchError) -> EventFD {
+        do {
+            let line = try EventFD()
+            try vm.attachInterrupt(line, gsi: gsi)
+            return line
+        } catch { throw .kvm(.call(error)) }
     }
 
     /// Runs a sequence of KVM calls, whose errors come as `KVMError` (opening, creating) or
