@@ -63,7 +63,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The command-line tool.
-        .executableTarget(name: "lguest", dependencies: ["LguestCommands"]),
+        .executableTarget(name: "lguest", dependencies: ["LguestCommands", "HostSystem"]),
 
         // The driver's side of virtio, played by tests, fuzz harnesses and benchmarks: a mock
         // virtio-mmio driver and a driver-side view of a split queue. Never in the product.

@@ -54,6 +54,8 @@ public final class Controller: Sendable {
     /// Called with the VM once `InstanceStart` has started it (to watch for its end).
     private let onStart: @Sendable (VirtualMachine) -> Void
     private let metricsSet = Mutex(false)
+    /// `PUT /serial`'s file, which takes the serial console's output instead of `console`'s.
+    private let serialOutput = Mutex<ConsoleOutput?>(nil)
     private let metrics = Mutex<MetricsWriter?>(nil)
     /// The API's own counters, by metrics group (absolute; the writer reports changes).
     private let apiCounters = Mutex<[String: [String: UInt64]]>([:])
@@ -169,6 +171,8 @@ public final class Controller: Sendable {
     func instanceStart() throws(ApiFailure) -> ApiResponse {
         guard !started else { throw .afterStart }
         let configuration = try currentResources.configuration(sandbox: sandbox)
+        var console = self.console
+        if let output = serialOutput.withLock({ $0 }) { console.output = output }
         let machine = VirtualMachine(configuration: configuration, console: console)
         do throws(LaunchError) { try machine.start() }
         catch { throw .fault("Cannot start the microVM: \(error.description)") }
@@ -208,6 +212,30 @@ public final class Controller: Sendable {
         self.resources.withLock { r in
             if let i = r.drives.firstIndex(where: { $0.drive_id == id }) { r.drives[i].path_on_host = path }
         }
+        return .noContent
+    }
+
+    /// Writes out what the serial output file still has buffered: for the process's last moments.
+    public func closeSerialOutput() {
+        serialOutput.withLock { $0 }?.close()
+    }
+
+    /// `PUT /serial`: the serial console writes to `serial_out_path` (a file, created if
+    /// missing and appended to, or a FIFO) instead of standard output.
+    func setSerial(_ config: SerialConfig) throws(ApiFailure) -> ApiResponse {
+        guard !started else { throw .afterStart }
+        if config.rate_limiter != nil { throw .fault("A rate limiter on the serial console is not supported by lguest yet.") }
+        guard let path = config.serial_out_path else {
+            serialOutput.withLock { $0 = nil }
+            return .noContent
+        }
+        let fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw .fault("Cannot open the serial output file \(path): \(Resources.osError(errno))") }
+        let output: ConsoleOutput
+        do throws(LaunchError) { output = try ConsoleOutput(descriptor: fd, sandboxed: sandbox) }
+        catch { close(fd); throw .fault(error.description) }
+        let old = serialOutput.withLock { current -> ConsoleOutput? in defer { current = output }; return current }
+        if let old { old.close(); Glibc.close(old.descriptor) }
         return .noContent
     }
 

@@ -132,7 +132,17 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             let controller = controller
             let loop = context.eventLoop
             let promise = loop.makePromise(of: ApiResponse.self)
-            queue.submit { promise.succeed(controller.handle(request)) }
+            if let warning = Router.deprecationWarning(request) { log.warning("\(warning)") }
+            let log = self.log
+            queue.submit {
+                var started = timespec(), ended = timespec()
+                clock_gettime(CLOCK_MONOTONIC, &started)
+                let response = controller.handle(request)
+                clock_gettime(CLOCK_MONOTONIC, &ended)
+                let micros = (ended.tv_sec - started.tv_sec) * 1_000_000 + (ended.tv_nsec - started.tv_nsec) / 1000
+                log.debug("Total previous API call duration: \(micros) us.")
+                promise.succeed(response)
+            }
             let keepAlive = head.isKeepAlive
             let bound = NIOLoopBound((self, context), eventLoop: loop)
             promise.futureResult.whenSuccess { response in

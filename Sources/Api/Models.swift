@@ -102,6 +102,12 @@ public struct EntropyDevice: Codable, Equatable, Sendable {
     public var rate_limiter: RateLimiter?
 }
 
+/// `PUT /serial`: where the serial console's output goes instead of standard output.
+public struct SerialConfig: Codable, Equatable, Sendable {
+    public var serial_out_path: String?
+    public var rate_limiter: TokenBucket?
+}
+
 /// `PUT /actions`.
 public struct InstanceActionInfo: Codable, Equatable, Sendable {
     public var action_type: String

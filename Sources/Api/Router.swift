@@ -7,7 +7,7 @@ enum Router {
     static let notYet: [String: String] = [
         "vsock": "virtio-vsock", "snapshot": "snapshots", "balloon": "the balloon device",
         "mmds": "the microVM metadata service", "cpu-config": "CPU templates",
-        "serial": "a serial output file", "hotplug": "memory hot-plug", "pmem": "virtio-pmem",
+        "hotplug": "memory hot-plug", "pmem": "virtio-pmem",
     ]
 
     static func route(_ request: ApiRequest, to controller: Controller) throws(ApiFailure) -> ApiResponse {
@@ -123,6 +123,9 @@ enum Router {
                 throw .deserialize("unknown variant `\(level)`, expected one of `Error`, `Warning`, `Info`, `Debug`, `Trace`, `Off`")
             }
             return try controller.setLogger(logger)
+        case ("PUT", "serial"):
+            try single()
+            return try controller.setSerial(try body(SerialConfig.self, .serial))
         case ("PUT", "metrics"):
             try single()
             return try controller.setMetrics(try body(MetricsConfig.self, .metrics))
@@ -141,12 +144,20 @@ enum Router {
         "snapshot": ["mem_file_path", "enable_diff_snapshots"],
     ]
 
-    static func usesDeprecatedField(_ request: ApiRequest) -> Bool {
-        guard request.method == "PUT" || request.method == "PATCH" else { return false }
+    static func usesDeprecatedField(_ request: ApiRequest) -> Bool { deprecatedField(request) != nil }
+
+    /// The deprecated field `request` sends, if any, and Firecracker's warning about it:
+    /// `PUT /machine-config: cpu_template field is deprecated.`
+    static func deprecationWarning(_ request: ApiRequest) -> String? {
+        deprecatedField(request).map { "\(request.method) /\(request.path.split(separator: "/").first ?? ""): \($0) field is deprecated." }
+    }
+
+    private static func deprecatedField(_ request: ApiRequest) -> String? {
+        guard request.method == "PUT" || request.method == "PATCH" else { return nil }
         let first = request.path.split(separator: "/").first.map(String.init) ?? ""
         guard let fields = deprecatedFields[first],
-              case let .object(object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(request.body)) else { return false }
-        return fields.contains { object[$0] != nil }
+              case let .object(object)? = try? JSONDecoder().decode(JSONValue.self, from: Data(request.body)) else { return nil }
+        return fields.first { object[$0] != nil }
     }
 
     /// Firecracker's resource IDs: letters, digits and `_`, not empty.

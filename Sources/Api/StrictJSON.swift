@@ -46,6 +46,7 @@ extension Shape {
     static let networkPatch = Shape(fields: ["iface_id", "rx_rate_limiter", "tx_rate_limiter"], nested: ["rx_rate_limiter": limiter, "tx_rate_limiter": limiter])
     static let entropy = Shape(fields: ["rate_limiter"], nested: ["rate_limiter": limiter])
     static let action = Shape(fields: ["action_type"])
+    static let serial = Shape(fields: ["serial_out_path", "rate_limiter"], nested: ["rate_limiter": bucket])
     static let vmState = Shape(fields: ["state"])
     static let logger = Shape(fields: ["log_path", "level", "show_level", "show_log_origin", "module"])
     static let metrics = Shape(fields: ["metrics_path", "emit_id", "properties"])

@@ -80,3 +80,17 @@ int lg_install_kick_handler(void) {
     // No SA_RESTART: a kicked thread's blocking call returns EINTR, which is the point.
     return sigaction(lg_kick_signal(), &action, NULL) < 0 ? -errno : 0;
 }
+
+// The process's arguments, as the C runtime hands them to every constructor. Swift's
+// CommandLine reads them from /proc/self/cmdline, which a chroot without /proc (a jail) lacks.
+static int lg_saved_argc;
+static char **lg_saved_argv;
+
+__attribute__((constructor)) static void lg_save_arguments(int argc, char **argv, char **envp) {
+    (void)envp;
+    lg_saved_argc = argc;
+    lg_saved_argv = argv;
+}
+
+int lg_argc(void) { return lg_saved_argc; }
+char **lg_argv(void) { return lg_saved_argv; }

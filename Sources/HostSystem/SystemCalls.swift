@@ -1,3 +1,4 @@
+import CKVM
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -42,3 +43,11 @@ public func writeAll(_ fd: CInt, _ bytes: UnsafeRawBufferPointer) -> Int {
     return offset
 }
 
+
+/// The process's arguments, program name first, as the C runtime passed them to `main`. Swift's
+/// `CommandLine.arguments` comes from `/proc`, which a jail may not have mounted; these do not.
+public var processArguments: [String] {
+    let count = Int(lg_argc())
+    guard count > 0, let argv = lg_argv() else { return CommandLine.arguments }
+    return (0..<count).compactMap { argv[$0].map { String(cString: $0) } }
+}

@@ -1,3 +1,4 @@
+import Api
 import ArgumentParser
 import Devices
 import Launcher
@@ -23,6 +24,7 @@ public struct Lguest: ParsableCommand {
             KVM error, guest panic), 2 when the input is bad (kernel, initrd, option values, no \
             usable /dev/kvm), 64 for a usage error. On the console, Ctrl-A x quits.
             """,
+        version: "lguest (serving Firecracker's API v\(Controller.firecrackerVersion))",
         subcommands: [Classic.self, Run.self],
         defaultSubcommand: Classic.self)
 

@@ -61,6 +61,7 @@ enum FirecrackerMain {
                     queue.submit {
                         server.value?.removeSocketFile()
                         output.close()
+                        controllerBox.value?.closeSerialOutput()
                         Terminal.restore()
                         if let message = reason.message { printError("lguest: \(message)") }
                         if reason.exitCode == 0 { log.info("Firecracker exiting successfully. exit_code=0") }

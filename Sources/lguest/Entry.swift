@@ -1,3 +1,4 @@
+import HostSystem
 import Launcher
 import LguestCommands
 #if canImport(Glibc)
@@ -12,12 +13,13 @@ import Glibc
 @main
 enum Entry {
     static func main() {
-        let arguments = Array(CommandLine.arguments.dropFirst())
-        if FirecrackerOptions.applies(programName: CommandLine.arguments.first ?? "lguest", arguments: arguments) {
+        let all = processArguments
+        let arguments = Array(all.dropFirst())
+        if FirecrackerOptions.applies(programName: all.first ?? "lguest", arguments: arguments) {
             runFirecracker(arguments)
         }
         do {
-            var command = try Lguest.parseAsRoot()
+            var command = try Lguest.parseAsRoot(arguments)
             try command.run()
         } catch {
             let code = Lguest.exitCode(for: error)

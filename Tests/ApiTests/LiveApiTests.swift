@@ -66,6 +66,10 @@ final class ApiProcess {
     }
 }
 
+func temporaryPath(_ name: String) -> String {
+    NSTemporaryDirectory() + "lguest-\(name)-\(UUID().uuidString.prefix(8))"
+}
+
 func wait(seconds: Double = 5, for condition: () -> Bool) -> Bool {
     let deadline = Date().addingTimeInterval(seconds)
     while !condition() && Date() < deadline { usleep(10_000) }
@@ -227,6 +231,24 @@ struct LiveApiTests {
         #expect(try lguest.request("GET", "/version").status == 200)
         #expect(!text().contains("/version"), "an Info line was written at level Warning")
         #expect(try lguest.request("PUT", "/logger", #"{"log_path": "/no/such/dir/log"}"#).status == 400)
+    }
+
+    @Test func putSerialSendsTheConsoleToAFileAndEachCallIsTimedInTheLog() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff()), name: "hello.elf")
+        let serial = temporaryPath("serial")
+        let lguest = try ApiProcess(["--level", "Debug"])
+        #expect(try lguest.request("PUT", "/serial", #"{"serial_out_path": "\#(serial)"}"#).status == 204)
+        let deprecated = try lguest.request("PUT", "/machine-config", #"{"vcpu_count": 1, "mem_size_mib": 64, "cpu_template": "None"}"#)
+        #expect(deprecated.status == 204 && deprecated.headers.contains("Deprecation: true"), "\(deprecated)")
+        #expect(try lguest.request("PUT", "/boot-source", #"{"kernel_image_path": "\#(kernel)", "boot_args": "console=ttyS0"}"#).status == 204)
+        #expect(try lguest.request("PUT", "/actions", #"{"action_type": "InstanceStart"}"#).status == 204)
+        #expect(lguest.waitForExit() == 0)
+        let file = (try? String(contentsOfFile: serial, encoding: .utf8)) ?? ""
+        #expect(file == "hello from a tiny guest\n", "the serial output file has \(file.debugDescription)")
+        #expect(!lguest.consoleText.contains("hello from a tiny guest"), "the console went to standard output too")
+        let log = (try? String(contentsOfFile: lguest.log, encoding: .utf8)) ?? ""
+        #expect(log.components(separatedBy: "Total previous API call duration: ").count - 1 == 4, "\(log)")
+        #expect(log.contains("PUT /machine-config: cpu_template field is deprecated."))
     }
 
     @Test func aSocketPathInUseIsRefused() throws {

@@ -103,6 +103,10 @@ int lg_set_thread_name(pthread_t thread, const char *name);
 /// cannot import), and the installation of its handler, which does nothing: the point is
 /// only that KVM_RUN returns EINTR. Installing it again is harmless.
 int lg_kick_signal(void);
+/// The process's argc and argv, saved by a constructor before main: Swift's CommandLine reads
+/// /proc/self/cmdline, which a jail without /proc does not have.
+int lg_argc(void);
+char **lg_argv(void);
 int lg_install_kick_handler(void);
 /// fallocate(2), which <fcntl.h> declares only under _GNU_SOURCE. Returns 0 or -errno.
 int lg_fallocate(int fd, int mode, long long offset, long long length);
