@@ -229,7 +229,7 @@ final class TapHarness {
                 let bytes = Array(try rx.read(chain.writable[0]).prefix(Int(element.length)))
                 try #require(bytes.count >= 12 + 14)
                 // A valid header: one buffer, no segmentation for these small frames.
-                #expect(bytes[10] == 1 && bytes[11] == 0, "num_buffers")
+                #expect(bytes[10] == 1 && bytes[11] == 0, "num_buffers \(bytes[10]) \(bytes[11]), length \(element.length), frame \(bytes[12...].prefix(40).map { String($0, radix: 16) })")
                 #expect(bytes[1] == VirtioNetHeader.gsoNone)
                 headersSeen += 1
                 let frame = Array(bytes[12...])
