@@ -60,10 +60,15 @@ public final class Machine: Sendable {
         let stdout = DescriptorSink(fd: 1)
         output = stdout
         var devices: [any VirtioDevice] = []
+        var limited: [any RateLimitedDevice] = []
         let console = configuration.console == .virtio ? ConsoleDevice(output: stdout) : nil
         if let console { devices.append(console) }
         for disk in configuration.disks {
-            do throws(BlockError) { devices.append(try BlockDevice(disk)) } catch { throw .disk(error) }
+            do throws(BlockError) {
+                let block = try BlockDevice(disk)
+                devices.append(block)
+                limited.append(block)
+            } catch { throw .disk(error) }
         }
         var networks: [NetDevice] = []
         for network in configuration.networks {
@@ -116,6 +121,10 @@ public final class Machine: Sendable {
             slots.append(try VirtioWiring.attach(device, index: index, vm: vm, memory: memory, events: events))
         }
         virtio = slots
+        // A rate-limited device out of tokens waits for its timer, here, on the I/O thread.
+        for device in limited {
+            _ = try events.watch(device.throttleTimer.descriptor) { device.throttleTimerFired() }
+        }
         // A network device reads its TAP only while the guest has posted receive buffers; it says
         // when, and the I/O thread watches or ignores the TAP accordingly.
         for network in networks {

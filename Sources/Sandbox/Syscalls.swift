@@ -31,5 +31,7 @@ extension Syscall {
     public static let getpid = Syscall(SYS_getpid, "getpid")
     public static let gettid = Syscall(SYS_gettid, "gettid")
     public static let tgkill = Syscall(SYS_tgkill, "tgkill")
+    public static let timerfd_settime = Syscall(SYS_timerfd_settime, "timerfd_settime")
+    public static let timerfd_gettime = Syscall(SYS_timerfd_gettime, "timerfd_gettime")
     public static let clock_gettime = Syscall(SYS_clock_gettime, "clock_gettime")
 }
