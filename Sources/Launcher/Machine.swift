@@ -74,6 +74,7 @@ public final class Machine: Sendable {
         for network in configuration.networks {
             do throws(TapError) { networks.append(try NetDevice(configuration: network)) }
             catch { throw .network(error) }
+            limited.append(networks[networks.count - 1])
         }
         devices += networks as [any VirtioDevice]
         taps = networks.map(\.tapDescriptor)
@@ -122,7 +123,7 @@ public final class Machine: Sendable {
         }
         virtio = slots
         // A rate-limited device out of tokens waits for its timer, here, on the I/O thread.
-        for device in limited {
+        for device in limited where device.throttleTimer.isUsable {
             _ = try events.watch(device.throttleTimer.descriptor) { device.throttleTimerFired() }
         }
         // A network device reads its TAP only while the guest has posted receive buffers; it says

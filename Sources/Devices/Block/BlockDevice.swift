@@ -94,7 +94,8 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
     /// Opens the image described by `configuration`. Throws a `BlockError` that names the file.
     public init(_ configuration: BlockConfiguration,
                 clock: @escaping @Sendable () -> UInt64 = RateLimiter.monotonicNow) throws(BlockError) {
-        guard let timer = ThrottleTimer() else { throw .system(path: configuration.path, errno: errno) }
+        let timer = ThrottleTimer()
+        guard timer.isUsable else { throw .system(path: configuration.path, errno: errno) }
         throttleTimer = timer
         state = Mutex(State(limiter: RateLimiter(configuration.rateLimit, clock: clock)))
         var id = [UInt8](repeating: 0, count: Self.idBytes)

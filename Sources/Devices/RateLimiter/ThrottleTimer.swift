@@ -7,16 +7,17 @@ import Glibc
 /// I/O thread and calls the device when it fires, so a device out of tokens waits without
 /// spinning and without holding up the others.
 public final class ThrottleTimer: Sendable {
+    /// The timerfd, or -1 if the kernel refused one (out of descriptors): see `isUsable`.
     public let descriptor: CInt
 
-    /// `nil` if the kernel refuses a timerfd (out of descriptors).
-    public init?() {
-        let fd = timerfd_create(CLOCK_MONOTONIC, LG_TFD_NONBLOCK | LG_TFD_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        descriptor = fd
+    public init() {
+        descriptor = timerfd_create(CLOCK_MONOTONIC, LG_TFD_NONBLOCK | LG_TFD_CLOEXEC)
     }
 
-    deinit { close(descriptor) }
+    deinit { if descriptor >= 0 { close(descriptor) } }
+
+    /// Whether there is a timer. Without one a device cannot wait, so it applies no limits.
+    public var isUsable: Bool { descriptor >= 0 }
 
     /// Fires once, `nanoseconds` from now (at least 1 ns: 0 would disarm it).
     public func arm(afterNanoseconds nanoseconds: UInt64) {
