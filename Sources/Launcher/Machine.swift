@@ -77,6 +77,7 @@ public final class Machine: Sendable {
         events = try EventLoop()
         let stdout = connection.output
         var devices: [any VirtioDevice] = []
+        var limited: [any RateLimitedDevice] = []
         let console = configuration.console == .virtio ? ConsoleDevice(output: stdout) : nil
         if let console { devices.append(console) }
         var blocks: [BlockDevice] = []
@@ -84,11 +85,13 @@ public final class Machine: Sendable {
             do throws(BlockError) { blocks.append(try BlockDevice(disk)) } catch { throw .disk(error) }
         }
         devices += blocks as [any VirtioDevice]
+        limited += blocks as [any RateLimitedDevice]
         self.blocks = blocks
         var networks: [NetDevice] = []
         for network in configuration.networks {
             do throws(TapError) { networks.append(try NetDevice(configuration: network)) }
             catch { throw .network(error) }
+            limited.append(networks[networks.count - 1])
         }
         devices += networks as [any VirtioDevice]
         self.networks = networks
@@ -136,6 +139,10 @@ public final class Machine: Sendable {
             slots.append(try VirtioWiring.attach(device, index: index, vm: vm, memory: memory, events: events))
         }
         virtio = slots
+        // A rate-limited device out of tokens waits for its timer, here, on the I/O thread.
+        for device in limited where device.throttleTimer.isUsable {
+            _ = try events.watch(device.throttleTimer.descriptor) { device.throttleTimerFired() }
+        }
         // A network device reads its TAP only while the guest has posted receive buffers; it says
         // when, and the I/O thread watches or ignores the TAP accordingly.
         for network in networks {

@@ -52,6 +52,8 @@ public enum ThreadSandbox {
             .allow(.getrandom),
             .allow(.epoll_ctl),
             .allow(.poll),
+            .allow(.timerfd_settime),
+            .allow(.timerfd_gettime),
             .allow(.ioctl, whereAnyOf: restoreTerminal),
         ] + runtime(process: process))
     }

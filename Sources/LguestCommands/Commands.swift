@@ -131,7 +131,8 @@ struct Run: VMCommand {
     @Option(help: ArgumentHelp("Where the guest's console is: serial (ttyS0) or virtio (hvc0).", valueName: "KIND"))
     var console: VMConfiguration.ConsoleKind = .serial
 
-    @Option(help: ArgumentHelp("A raw disk image, optionally read-only (repeatable).", valueName: "PATH[,readonly]"))
+    @Option(help: ArgumentHelp("A raw disk image, optionally read-only or rate-limited (repeatable).",
+                               valueName: "PATH[,readonly][,bw=SIZE/MS[/BURST]][,ops=N/MS[/BURST]]"))
     var disk: [String] = []
 
     @Option(help: ArgumentHelp("A network device on a TAP interface.", valueName: "tap=NAME[,mac=MAC]"))
@@ -166,19 +167,26 @@ struct Run: VMCommand {
 }
 
 extension BlockConfiguration {
-    /// The `--disk` option, `PATH[,readonly]` (also `ro`).
+    /// The `--disk` option, `PATH[,readonly][,bw=SIZE/REFILL_MS[/BURST]][,ops=N/REFILL_MS[/BURST]]`
+    /// (`ro` for `readonly`).
     public init(diskOption option: String) throws(CommandLineError) {
         var parts = option.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         let path = parts.removeFirst()
         var readOnly = false
+        var limit = RateLimit.unlimited
         for flag in parts {
             switch flag {
             case "readonly", "ro": readOnly = true
-            default: throw CommandLineError("--disk \(option): unknown flag '\(flag)' (only 'readonly' is known)")
+            default:
+                let known: Bool
+                do throws(RateLimitOptionError) { known = try limit.apply(flag: flag) } catch {
+                    throw CommandLineError("--disk \(option): \(flag.prefix { $0 != "=" }): \(error)")
+                }
+                guard known else { throw CommandLineError("--disk \(option): unknown flag '\(flag)' (known: readonly, bw=, ops=)") }
             }
         }
         if path.isEmpty { throw CommandLineError("--disk \(option): no image path") }
-        self.init(path: path, readOnly: readOnly)
+        self.init(path: path, readOnly: readOnly, rateLimit: limit)
     }
 }
 

@@ -31,11 +31,12 @@ extension Syscall {
     public static let getpid = Syscall(SYS_getpid, "getpid")
     public static let gettid = Syscall(SYS_gettid, "gettid")
     public static let tgkill = Syscall(SYS_tgkill, "tgkill")
+    public static let timerfd_settime = Syscall(SYS_timerfd_settime, "timerfd_settime")
+    public static let timerfd_gettime = Syscall(SYS_timerfd_gettime, "timerfd_gettime")
     public static let clock_gettime = Syscall(SYS_clock_gettime, "clock_gettime")
     public static let close = Syscall(SYS_close, "close")
     public static let accept4 = Syscall(SYS_accept4, "accept4")
     public static let getsockname = Syscall(SYS_getsockname, "getsockname")
     public static let getpeername = Syscall(SYS_getpeername, "getpeername")
     public static let shutdown = Syscall(SYS_shutdown, "shutdown")
-    public static let timerfd_settime = Syscall(SYS_timerfd_settime, "timerfd_settime")
 }

@@ -111,10 +111,12 @@ struct NetRig {
 
     /// `features: nil` accepts everything offered; `exclude` drops bits from that.
     init(features: UInt64? = nil, exclude: UInt64 = 0, offloads: TapOffloads = .all,
-         endpoint: NetSocketEndpoint? = nil) throws {
+         endpoint: NetSocketEndpoint? = nil, receiveLimit: RateLimit = .unlimited,
+         transmitLimit: RateLimit = .unlimited, clock: ManualClock? = nil) throws {
         memory = try GuestMemory(size: 0x40_0000)
         self.endpoint = try endpoint ?? NetSocketEndpoint(offloads: offloads)
-        device = NetDevice(endpoint: self.endpoint, mac: NetRig.mac)
+        device = NetDevice(endpoint: self.endpoint, mac: NetRig.mac, receiveLimit: receiveLimit,
+                           transmitLimit: transmitLimit, clock: clock?.function ?? RateLimiter.monotonicNow)
         let interest = self.interest
         device.setTapReadableHandler { interest.record($0) }
         transport = MMIOTransport(device: device, memory: memory, interrupt: line)

@@ -158,6 +158,8 @@ struct GuestLifecycleTests {
         let image = try Tool.temporaryFile([UInt8](repeating: 0, count: 4096), name: "disk.img")
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "\(image),sideways"], mentioning: ["sideways"])
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", ",readonly"], mentioning: ["path"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "\(image),bw=fast/1000"], mentioning: ["bw", "'fast'"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "\(image),ops=1/2/3/4"], mentioning: ["ops", "REFILL_MS"])
     }
 
     @Test func badNetworks() throws {

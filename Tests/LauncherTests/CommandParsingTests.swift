@@ -31,11 +31,30 @@ import Testing
     }
 
     @Test func badOptionValuesAreCommandLineErrorsNamingTheValue() {
-        #expect(throws: CommandLineError("--disk a.img,sideways: unknown flag 'sideways' (only 'readonly' is known)")) {
+        #expect(throws: CommandLineError("--disk a.img,sideways: unknown flag 'sideways' (known: readonly, bw=, ops=)")) {
             try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", "a.img,sideways"])
         }
         #expect(throws: CommandLineError.self) { try Lguest.configuration(from: ["--tunnet=1.2.3", "64", "k"]) }
         #expect(throws: CommandLineError.self) { try Lguest.configuration(from: ["run", "--kernel", "k", "--net", "bridge=br0"]) }
+    }
+
+    @Test func diskRateLimitsParse() throws {
+        let configuration = try Lguest.configuration(from: [
+            "run", "--kernel", "k", "--disk", "a.img,bw=10M/1000,ops=500/1000/100,ro",
+        ])
+        #expect(configuration.disks == [BlockConfiguration(
+            path: "a.img", readOnly: true,
+            rateLimit: RateLimit(bandwidth: .init(size: 10 << 20, refillTime: 1000),
+                                 operations: .init(size: 500, refillTime: 1000, oneTimeBurst: 100)))])
+    }
+
+    @Test(arguments: [
+        ("a.img,bw=fast/1000", "--disk a.img,bw=fast/1000: bw: size 'fast' is not a number (with K, M or G) up to 2^50"),
+        ("a.img,ops=10", "--disk a.img,ops=10: ops: '10' is not SIZE/REFILL_MS or SIZE/REFILL_MS/BURST"),
+        ("a.img,bw=1M/x", "--disk a.img,bw=1M/x: bw: refill time 'x' is not a number of milliseconds up to 4294967296"),
+    ])
+    func badDiskRateLimitsAreOneLine(option: String, message: String) {
+        #expect(throws: CommandLineError(message)) { try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", option]) }
     }
 
     @Test func outOfRangeValuesAreTheLaunchersRefusal() {

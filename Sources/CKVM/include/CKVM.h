@@ -24,6 +24,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/signalfd.h>
+#include <sys/timerfd.h>
 #include <sys/syscall.h>
 #include <termios.h>
 #include <pthread.h>
@@ -68,6 +69,10 @@ static const uint32_t LG_KVM_IOEVENTFD_FLAG_DEASSIGN = KVM_IOEVENTFD_FLAG_DEASSI
 // Where the MMIO exit's data bytes sit in `kvm_run` (inside an anonymous union, which Swift's
 // MemoryLayout.offset(of:) cannot see through).
 static const size_t LG_KVM_RUN_MMIO_DATA_OFFSET = offsetof(struct kvm_run, mmio.data);
+
+// timerfd flags (an enum in <bits/timerfd.h>).
+static const int LG_TFD_NONBLOCK = TFD_NONBLOCK;
+static const int LG_TFD_CLOEXEC = TFD_CLOEXEC;
 
 // TAP (linux/if_tun.h): _IOW macros again.
 static const unsigned long LG_TUNSETIFF = TUNSETIFF;

@@ -11,11 +11,14 @@ public struct BlockConfiguration: Sendable, Hashable {
     /// What GET_ID answers (Linux shows it in /sys/block/vdX/serial and /dev/disk/by-id):
     /// at most 20 bytes. `nil` answers an empty ID.
     public var serial: String?
+    /// Bandwidth and operations limits (none by default).
+    public var rateLimit: RateLimit
 
-    public init(path: String, readOnly: Bool = false, serial: String? = nil) {
+    public init(path: String, readOnly: Bool = false, serial: String? = nil, rateLimit: RateLimit = .unlimited) {
         self.path = path
         self.readOnly = readOnly
         self.serial = serial
+        self.rateLimit = rateLimit
     }
 }
 

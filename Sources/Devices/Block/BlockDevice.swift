@@ -1,6 +1,9 @@
 import GuestMemory
 import Synchronization
 import Virtio
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A virtio block device (type 2) backed by a raw disk image: sector *n* of the guest's disk is
 /// bytes `512·n ..< 512·(n+1)` of the file, nothing more clever than that.
@@ -25,7 +28,12 @@ import Virtio
 /// tells the guest its capacity may have changed.
 /// An empty image is allowed and makes a disk of 0 sectors, which Linux shows as a
 /// zero-sized vdX: legal, useless, and not worth refusing.
-public final class BlockDevice: VirtioDevice {
+///
+/// Rate limiting: with a `RateLimit`, each request takes one operation and its data bytes
+/// from the limiter before it is served. A request the limiter refuses is held, the device
+/// stops taking requests, and its `throttleTimer` is set for when the tokens will be there;
+/// kicks meanwhile cost nothing. `setRateLimit` changes the limits while the device runs.
+public final class BlockDevice: VirtioDevice, RateLimitedDevice {
     /// Bytes per sector. The protocol's unit, whatever `blk_size` says.
     public static let sectorSize = 512
     /// The one queue's maximum size.
@@ -81,13 +89,22 @@ public final class BlockDevice: VirtioDevice {
         /// From the first failure on, every flush fails: the guest must not hear "stable" about
         /// writes that may be gone.
         var syncFailed = false
+        var limiter: RateLimiter
+        /// A request the limiter refused, served first when the timer fires.
+        var held: DescriptorChain?
     }
 
-    let state = Mutex(State())
+    let state: Mutex<State>
+    public let throttleTimer: ThrottleTimer
     let counters = Mutex(BlockStatistics())
 
     /// Opens the image described by `configuration`. Throws a `BlockError` that names the file.
-    public init(_ configuration: BlockConfiguration) throws(BlockError) {
+    public init(_ configuration: BlockConfiguration,
+                clock: @escaping @Sendable () -> UInt64 = RateLimiter.monotonicNow) throws(BlockError) {
+        let timer = ThrottleTimer()
+        guard timer.isUsable else { throw .system(path: configuration.path, errno: errno) }
+        throttleTimer = timer
+        state = Mutex(State(limiter: RateLimiter(configuration.rateLimit, clock: clock)))
         var id = [UInt8](repeating: 0, count: Self.idBytes)
         if let serial = configuration.serial {
             let bytes = Array(serial.utf8)
@@ -177,20 +194,59 @@ public final class BlockDevice: VirtioDevice {
             state.queues = []
             state.features = 0
             state.interrupt = nil
+            state.held = nil
         }
+        // The timer may still fire; with nothing held and no queues it finds nothing to do.
+    }
+
+    /// Replaces the limits (full buckets, as Firecracker's PATCH does). A held request is
+    /// retried at once, on the I/O thread, through the timer.
+    public func setRateLimit(_ limit: RateLimit) {
+        state.withLock { state in
+            state.limiter = RateLimiter(limit, clock: state.limiter.clock)
+            if state.held != nil { throttleTimer.arm(afterNanoseconds: 1) }
+        }
+    }
+
+    public func throttleTimerFired() {
+        throttleTimer.acknowledge()
+        serve(queue: 0, woken: true)
+    }
+
+    /// The bytes a request moves, for the bandwidth bucket: everything but the 16-byte header
+    /// and the status byte.
+    static func dataBytes(_ chain: DescriptorChain) -> UInt64 {
+        let total = UInt64(chain.readableLength) + UInt64(chain.writableLength)
+        return total > 17 ? total - 17 : 0
     }
 
     /// Drains the queue: every available request is served in order and completed, then the
     /// guest gets (at most) one interrupt for the batch. Requests are served synchronously on
     /// the calling thread, under the device lock, so a second kick waits for the first drain.
-    public func processQueue(_ index: Int) {
+    public func processQueue(_ index: Int) { serve(queue: index, woken: false) }
+
+    /// `processQueue`, or (`woken`) the throttle timer's call.
+    private func serve(queue index: Int, woken: Bool) {
         state.withLock { state in
             guard state.queues.indices.contains(index) else { return }
+            // Held back by the limiter: the timer will call; a kick meanwhile changes nothing.
+            if state.held != nil, !woken, throttleTimer.isArmed { return }
             while true {
                 let chain: DescriptorChain
                 do throws(VirtqueueError) {
-                    guard let next = try state.queues[index].popAvailable() else { break }
-                    chain = next
+                    if let held = state.held {
+                        chain = held
+                        state.held = nil
+                    } else {
+                        guard let next = try state.queues[index].popAvailable() else { break }
+                        chain = next
+                    }
+                    guard state.limiter.consume(bytes: Self.dataBytes(chain)) else {
+                        state.held = chain
+                        counters.withLock { $0.throttled += 1 }
+                        throttleTimer.arm(afterNanoseconds: state.limiter.nanosecondsUntil(bytes: Self.dataBytes(chain)))
+                        break
+                    }
                 } catch {
                     // A malformed chain was already handed back (used length 0) and counted by
                     // the queue; go on. A structural error broke the queue: it has asked for a

@@ -40,6 +40,8 @@ public struct BlockStatistics: Sendable, Equatable {
     /// Syncs asked for: FLUSH requests on a writable disk, and every write when the driver did
     /// not take FLUSH (after one `fdatasync` failed, later ones fail without a system call).
     public var syncs: UInt64 = 0
+    /// Times the rate limiter held a request back until its timer.
+    public var throttled: UInt64 = 0
     /// Failed requests by kind.
     public var errors: [BlockRequestErrorKind: UInt64] = [:]
     /// The `errno` of the most recent host I/O error, for the log line that says why.

@@ -15,10 +15,16 @@ public struct NetConfiguration: Hashable, Sendable {
     public var tap: TapSpec
     /// The guest's MAC address; `nil` picks a random locally administered one.
     public var mac: MACAddress?
+    /// Rate limits on what the guest receives and what it sends.
+    public var receiveLimit: RateLimit
+    public var transmitLimit: RateLimit
 
-    public init(tap: TapSpec, mac: MACAddress? = nil) {
+    public init(tap: TapSpec, mac: MACAddress? = nil, receiveLimit: RateLimit = .unlimited,
+                transmitLimit: RateLimit = .unlimited) {
         self.tap = tap
         self.mac = mac
+        self.receiveLimit = receiveLimit
+        self.transmitLimit = transmitLimit
     }
 
     /// lguest's `--tunnet=IP`: a new TAP device whose host end is `IP`/24.
@@ -26,10 +32,12 @@ public struct NetConfiguration: Hashable, Sendable {
         self.init(tap: .create(hostAddress: try IPv4Address(address)))
     }
 
-    /// The `--net` option, `tap=NAME[,mac=MAC]`: attach to the existing TAP device `NAME`.
+    /// The `--net` option, `tap=NAME[,mac=MAC][,rx-bw=…][,rx-ops=…][,tx-bw=…][,tx-ops=…]`:
+    /// attach to the existing TAP device `NAME`; rate limits take `SIZE/REFILL_MS[/BURST]`.
     public init(option: String) throws(NetConfigurationError) {
         var name: String?
         var mac: MACAddress?
+        var receive = RateLimit.unlimited, transmit = RateLimit.unlimited
         for item in option.split(separator: ",", omittingEmptySubsequences: false) {
             let pair = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             guard pair.count == 2 else {
@@ -44,13 +52,20 @@ public struct NetConfiguration: Hashable, Sendable {
                 mac = try MACAddress(value)
             case "tap", "mac":
                 throw NetConfigurationError("invalid network option '\(option)': \(key)= given twice")
+            case "rx-bw", "rx-ops", "tx-bw", "tx-ops":
+                let flag = String(key.dropFirst(3)) + "=" + value
+                do throws(RateLimitOptionError) {
+                    _ = key.hasPrefix("rx") ? try receive.apply(flag: flag) : try transmit.apply(flag: flag)
+                } catch {
+                    throw NetConfigurationError("invalid network option '\(option)': \(key): \(error)")
+                }
             default:
-                throw NetConfigurationError("invalid network option '\(option)': unknown key '\(key)' (known: tap, mac)")
+                throw NetConfigurationError("invalid network option '\(option)': unknown key '\(key)' (known: tap, mac, rx-bw, rx-ops, tx-bw, tx-ops)")
             }
         }
         guard let name else {
             throw NetConfigurationError("invalid network option '\(option)': tap=NAME is required")
         }
-        self.init(tap: .existing(name), mac: mac)
+        self.init(tap: .existing(name), mac: mac, receiveLimit: receive, transmitLimit: transmit)
     }
 }

@@ -89,6 +89,9 @@ public struct NetStatistics: Sendable, Equatable {
     public var rxErrors: UInt64 = 0
     /// Times reception paused because the guest had posted no receive buffers.
     public var rxStalls: UInt64 = 0
+    /// Times reception, or a frame to send, waited for the rate limiter's timer.
+    public var rxThrottled: UInt64 = 0
+    public var txThrottled: UInt64 = 0
 
     public init() {}
 }
@@ -176,16 +179,24 @@ public final class NetDevice: VirtioDevice {
         var statistics = NetStatistics()
         /// Consecutive `tapReadable()` calls whose read failed.
         var failedReadsInARow = 0
+        var limits: NetLimits
         let buffer = PacketBuffer(count: NetDevice.bufferSize)
     }
 
-    private let state = Mutex(State())
+    let state: Mutex<State>
+    /// Wakes a direction the rate limiter held back (`NetThrottle.swift`).
+    public let throttleTimer = ThrottleTimer()
 
     /// A net device on `endpoint`, with `mac` or a random locally administered address. It
     /// offers MAC, STATUS, MRG_RXBUF, and the checksum/TSO features the endpoint supports, in
-    /// both directions.
+    /// both directions. `receiveLimit` and `transmitLimit` are the rate limits of each direction.
     public init(endpoint: any PacketEndpoint, mac: MACAddress? = nil,
-                queueSize: UInt16 = NetDevice.defaultQueueSize) {
+                queueSize: UInt16 = NetDevice.defaultQueueSize,
+                receiveLimit: RateLimit = .unlimited, transmitLimit: RateLimit = .unlimited,
+                clock: @escaping @Sendable () -> UInt64 = RateLimiter.monotonicNow) {
+        let usable = throttleTimer.isUsable
+        state = Mutex(State(limits: NetLimits(receive: usable ? receiveLimit : .unlimited,
+                                              transmit: usable ? transmitLimit : .unlimited, clock: clock)))
         self.endpoint = endpoint
         self.mac = mac ?? MACAddress.random()
         queueMaxSizes = [queueSize, queueSize]
@@ -200,7 +211,8 @@ public final class NetDevice: VirtioDevice {
 
     /// Opens the TAP device `configuration` names and builds the device on it.
     public convenience init(configuration: NetConfiguration) throws(TapError) {
-        self.init(endpoint: try Tap.open(configuration.tap), mac: configuration.mac)
+        self.init(endpoint: try Tap.open(configuration.tap), mac: configuration.mac,
+                  receiveLimit: configuration.receiveLimit, transmitLimit: configuration.transmitLimit)
     }
 
     // MARK: - What the launcher watches
@@ -268,7 +280,7 @@ public final class NetDevice: VirtioDevice {
             guard s.active else { return }
             switch index {
             case NetDevice.receiveQueue: receive(&s)
-            case NetDevice.transmitQueue: transmit(&s)
+            case NetDevice.transmitQueue: transmit(&s, woken: false)
             default: break
             }
         }
@@ -282,6 +294,8 @@ public final class NetDevice: VirtioDevice {
             s.queues = []
             s.parked = []
             s.parkedCapacity = 0
+            s.limits.heldFrame = nil
+            s.limits.receiveThrottled = false
             setWantsInput(false, &s)
         }
         // Back to "the host finishes every packet" until a driver says otherwise.
@@ -313,13 +327,22 @@ public final class NetDevice: VirtioDevice {
 
     // MARK: - Transmit (guest → host)
 
-    private func transmit(_ s: inout State) {
+    /// Sends what the guest queued; `woken` by the throttle timer rather than a kick.
+    func transmit(_ s: inout State, woken: Bool) {
         let queue = NetDevice.transmitQueue
+        // A frame held back by the limiter: the timer will call; a kick meanwhile does nothing.
+        if s.limits.heldFrame != nil, !woken, throttleTimer.isArmed { return }
         while true {
             let chain: DescriptorChain
             do throws(VirtqueueError) {
-                guard let next = try s.queues[queue].popAvailable() else { break }
-                chain = next
+                if let held = s.limits.heldFrame {
+                    chain = held
+                    s.limits.heldFrame = nil
+                } else {
+                    guard let next = try s.queues[queue].popAvailable() else { break }
+                    chain = next
+                }
+                guard mayTransmit(chain, &s) else { break }
             } catch {
                 if error.isStructural { break }
                 s.statistics.txMalformed += 1 // already returned to the driver by the queue
@@ -427,9 +450,15 @@ public final class NetDevice: VirtioDevice {
 
     /// Delivers up to `receiveBurst` packets, then interrupts the guest if it wants that, and
     /// updates whether the device wants to hear about the TAP.
-    private func receive(_ s: inout State) {
+    func receive(_ s: inout State) {
+        // Out of tokens: the TAP is not watched until the throttle timer.
+        guard !s.limits.receiveThrottled, mayReceive(&s) else {
+            setWantsInput(false, &s)
+            return
+        }
         var outcome = ReceiveOutcome.delivered
         burst: for _ in 0 ..< NetDevice.receiveBurst {
+            guard mayReceive(&s) else { break }
             outcome = receiveOne(&s)
             if case .readFailed = outcome { s.failedReadsInARow += 1 } else { s.failedReadsInARow = 0 }
             switch outcome {
@@ -449,7 +478,7 @@ public final class NetDevice: VirtioDevice {
         case .failed:
             setWantsInput(false, &s)
         case .delivered, .dropped, .wouldBlock, .readFailed:
-            setWantsInput(true, &s)
+            setWantsInput(!s.limits.receiveThrottled, &s)
         }
     }
 
@@ -542,6 +571,7 @@ public final class NetDevice: VirtioDevice {
             return .failed
         }
         unpark(chains, &s)
+        s.limits.receive.charge(bytes: UInt64(count - VirtioNetHeader.size))
         s.statistics.rxPackets += 1
         s.statistics.rxBytes += UInt64(count - VirtioNetHeader.size)
         return .delivered
