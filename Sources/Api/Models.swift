@@ -33,10 +33,25 @@ public struct MachineConfigPatch: Codable, Equatable, Sendable {
 }
 
 /// Firecracker's token bucket (`size` bytes or operations, refilled every `refill_time` ms).
+/// Each value lies from 0 to 2^63 - 1, the `int64` of Firecracker's API document: a negative
+/// value is refused, not stored.
 public struct TokenBucket: Codable, Equatable, Sendable {
-    public var size: Int
-    public var refill_time: Int
-    public var one_time_burst: Int?
+    public var size: UInt64
+    public var refill_time: UInt64
+    public var one_time_burst: UInt64?
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        func checked(_ value: UInt64, _ key: CodingKeys) throws -> UInt64 {
+            guard value <= UInt64(Int64.max) else {
+                throw DecodingError.dataCorruptedError(forKey: key, in: container, debugDescription: "\(value) is past \(Int64.max)")
+            }
+            return value
+        }
+        size = try checked(container.decode(UInt64.self, forKey: .size), .size)
+        refill_time = try checked(container.decode(UInt64.self, forKey: .refill_time), .refill_time)
+        one_time_burst = try container.decodeIfPresent(UInt64.self, forKey: .one_time_burst).map { try checked($0, .one_time_burst) }
+    }
 }
 
 /// `rate_limiter`: a bandwidth bucket and an operations bucket, both optional.
