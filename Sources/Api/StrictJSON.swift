@@ -66,7 +66,13 @@ func decodeStrict<T: Decodable>(_ type: T.Type, _ body: [UInt8], shape: Shape) t
     guard case .object = value else { throw .deserialize("invalid type: expected a JSON object") }
     try shape.check(value)
     do { return try JSONDecoder().decode(T.self, from: Data(body)) }
-    catch { throw .deserialize(describe(error)) }
+    catch DecodingError.dataCorrupted(let context) {
+        // The body is JSON (it parsed above), so a number did not fit its field: negative or
+        // fractional where a whole unsigned one belongs, or too large. Foundation does not say which.
+        let field = context.codingPath.map(\.stringValue).joined(separator: ".")
+        if !field.isEmpty { throw .deserialize("invalid value for `\(field)`: \(context.debugDescription)") }
+        throw .deserialize("invalid value: a number is out of its field's range, or not a whole number")
+    } catch { throw .deserialize(describe(error)) }
 }
 
 /// A decoding error in serde's words, on one line.
