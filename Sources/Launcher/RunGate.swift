@@ -58,12 +58,13 @@ final class RunGate: @unchecked Sendable {
     func checkpoint() -> Bool {
         guard attention.load(ordering: .acquiring) else { return true }
         return locked {
-            while paused && !stopping {
-                parked += 1
-                pthread_cond_broadcast(changed)
-                pthread_cond_wait(changed, mutex)
-                parked -= 1
-            }
+            guard paused && !stopping else { return !stopping }
+            // Say so once (for `pause()`), then sleep: broadcasting on every wake-up made two
+            // parked threads wake each other in turn, spinning for as long as the VM was paused.
+            parked += 1
+            pthread_cond_broadcast(changed)
+            while paused && !stopping { pthread_cond_wait(changed, mutex) }
+            parked -= 1
             return !stopping
         }
     }
