@@ -115,6 +115,13 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         }
     }
 
+    /// Bytes that are not HTTP/1.1: swift-nio's error handler has answered 400 with
+    /// `Connection: close` and passes the error on, for the pipeline to close the connection.
+    /// Without this it stayed open, the client waiting for the end of a response already given.
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+
     private func respond(context: ChannelHandlerContext, _ response: ApiResponse, keepAlive: Bool) {
         var headers = HTTPHeaders([("Server", "Firecracker API"), ("Connection", keepAlive ? "keep-alive" : "close")])
         if response.deprecated { headers.add(name: "Deprecation", value: "true") }
