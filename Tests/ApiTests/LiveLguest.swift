@@ -174,10 +174,20 @@ final class LiveLguest {
 
     /// `GET path` on the API socket, on a connection of its own: the status and the body.
     func get(_ path: String) -> (status: Int, body: String)? {
+        guard let answer = exchange("GET \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n") else { return nil }
+        let text = answer.text
+        guard let statusText = text.split(separator: " ", maxSplits: 2).dropFirst().first, let status = Int(statusText),
+              let bodyStart = text.range(of: "\r\n\r\n") else { return nil }
+        return (status, String(text[bodyStart.upperBound...]))
+    }
+
+    /// Sends `request` on a connection of its own and reads until lguest closes it or
+    /// `seconds` pass: what came back, and whether lguest closed the connection.
+    func exchange(_ request: String, seconds: Int = 10) -> (text: String, closed: Bool)? {
         let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
-        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        var timeout = timeval(tv_sec: seconds, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -188,19 +198,18 @@ final class LiveLguest {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard connected == 0 else { return nil }
-        let request = Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
-        guard request.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == request.count else { return nil }
+        let data = Array(request.utf8)
+        guard data.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == data.count else { return nil }
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
+        var closed = false
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n == 0 { closed = true }
             if n <= 0 { break }
             response += buffer[0 ..< n]
         }
-        let text = String(decoding: response, as: UTF8.self)
-        guard let statusText = text.split(separator: " ", maxSplits: 2).dropFirst().first, let status = Int(statusText),
-              let bodyStart = text.range(of: "\r\n\r\n") else { return nil }
-        return (status, String(text[bodyStart.upperBound...]))
+        return (String(decoding: response, as: UTF8.self), closed)
     }
 
     /// Waits until lguest's output (the guest's console, and its log) contains `text`.
