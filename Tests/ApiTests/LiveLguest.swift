@@ -164,6 +164,24 @@ final class LiveLguest {
     }
 
     var isRunning: Bool { process.isRunning }
+    var pid: pid_t { process.processIdentifier }
+
+    /// CPU time lguest has used so far (all its threads, user and system), in seconds.
+    var cpuSeconds: Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let end = stat.lastIndex(of: ")") else { return nil }
+        // After the command's closing parenthesis: state is field 3, utime 14, stime 15.
+        let fields = stat[stat.index(after: end)...].split(separator: " ")
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+
+    /// A request with a JSON body on a connection of its own: the status line's code.
+    func send(_ method: String, _ path: String, _ body: String) -> Int? {
+        let request = "\(method) \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)"
+        guard let text = exchange(request)?.text, let code = text.split(separator: " ", maxSplits: 2).dropFirst().first else { return nil }
+        return Int(code)
+    }
     var output: String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
 
     /// Ends lguest (SIGTERM, as Firecracker's clients do) and waits for it.
@@ -199,7 +217,7 @@ final class LiveLguest {
         }
         guard connected == 0 else { return nil }
         let data = Array(request.utf8)
-        guard data.withUnsafeBytes({ send(fd, $0.baseAddress, $0.count, 0) }) == data.count else { return nil }
+        guard data.withUnsafeBytes({ Glibc.send(fd, $0.baseAddress, $0.count, 0) }) == data.count else { return nil }
         var response: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         var closed = false
