@@ -119,10 +119,13 @@ struct Command {
         process.standardOutput = sink
         process.standardError = sink
         do { try process.run() } catch {
+            try? sink.close()
             return Command(status: -1, output: "cannot run \(executable): \(error)", seconds: 0)
         }
-        process.waitUntilExit()
+        // The child has its own copy; holding none here keeps this process's descriptor count
+        // steady while the command runs (LguestKitTests counts descriptors around its cycles).
         try? sink.close()
+        process.waitUntilExit()
         let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
         return Command(status: process.terminationStatus, output: output, seconds: Date().timeIntervalSince(started))
     }
