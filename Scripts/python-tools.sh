@@ -25,6 +25,10 @@ if [ -z "$python" ] || ! "$python" -m venv --help >/dev/null 2>&1; then
     python=$(command -v python3)
 fi
 echo "python-tools: installing ${pins[*]} into $venv" >&2
+if [ -e "$venv" ] && [ ! -e "$venv/pyvenv.cfg" ]; then
+    echo "python-tools: $venv exists and is not a Python virtual environment: not replacing it" >&2
+    exit 1
+fi
 rm -rf "$venv"
 "$python" -m venv "$venv"
 "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}" >&2
