@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(qemu-system-x86 busybox-static cpio gzip acpica-tools gcc)
+# python3-nftables: firecracker-python (Tests/ApiTests) makes NAT rules with it.
+packages=(qemu-system-x86 busybox-static cpio gzip acpica-tools gcc python3-nftables)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -20,3 +21,7 @@ fi
 
 # The lab's kernel (a stock Debian cloud kernel) and its modules.
 Lab/lab.sh setup >/dev/null
+
+# The Python tools of the API tests (schemathesis, firecracker-python), pinned, from PyPI. Without
+# them those tests are skipped, saying so, rather than the whole run failing here.
+Scripts/python-tools.sh >/dev/null || echo "setup: the API tests' Python tools could not be installed (Scripts/python-tools.sh)" >&2
