@@ -118,11 +118,11 @@ public final class I8042: BusDevice {
             switch offset {
             case Self.commandOffset:
                 switch value {
-                case 0x20: s.output = s.commandByte           // read command byte
+                case 0x20: s.output = s.commandByte                // read command byte
                 case 0x60, 0xD1, 0xD2, 0xD3, 0xD4: s.pendingCommand = value // data byte follows
-                case 0xAA: s.output = 0x55                   // controller self-test: passed
-                case 0xAB: s.output = 0x00                   // keyboard interface test: passed
-                case 0xA9: s.output = 0xFF                   // aux interface test: no aux port
+                case 0xAA: s.output = 0x55                         // controller self-test: passed
+                case 0xAB: s.output = 0x00                         // keyboard interface test: passed
+                case 0xA9: s.output = 0xFF                         // aux interface test: no aux port
                 case 0xFE: reset = true                            // pulse the reset line
                 default: break                                     // enable/disable: nothing to do
                 }
