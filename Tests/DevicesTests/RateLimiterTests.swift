@@ -38,6 +38,15 @@ func take(_ limiter: inout RateLimiter, _ bytes: UInt64) -> Bool { limiter.consu
         #expect(bucket.budget <= 1000)
     }
 
+    @Test func hugeValuesAreClampedNotTrapped() throws {
+        var bucket = try #require(TokenBucket(.init(size: .max, refillTime: .max, oneTimeBurst: .max), now: start))
+        #expect(bucket.configuration.size == TokenBucket.Configuration.maxTokens)
+        #expect(take(&bucket, .max, ms(1))) // all from the burst
+        #expect(take(&bucket, .max, ms(1))) // the whole (clamped) bucket
+        #expect(bucket.nanosecondsUntil(.max) > 0)
+        bucket.charge(.max, now: .max)
+    }
+
     @Test func aRefusedRequestTakesNothing() throws {
         var bucket = try #require(TokenBucket(.init(size: 100, refillTime: 1000), now: start))
         #expect(take(&bucket, 60, start))

@@ -55,6 +55,15 @@ struct GuestLifecycleTests {
         #expect(result.stdout.contains("virt"))
     }
 
+    @Test func aRateLimitedDiskIsWiredAndTheGuestRuns() throws {
+        // The throttle timer is watched by the I/O thread from the start, under its filter.
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.printVirtioMagic()), name: "tiny.elf")
+        let image = try Tool.temporaryFile([UInt8](repeating: 0, count: 1 << 20), name: "disk.img")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64", "--disk", "\(image),bw=1M/1000/4M,ops=100/1000"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("virt"))
+    }
+
     @Test func bootTimerMarksAreTimedFromTheProcessStart() throws {
         // The guest marks twice on the boot-timer port, then powers off. Each mark is one line,
         // in order, with a time since lguest started that is plausible for a tiny guest.

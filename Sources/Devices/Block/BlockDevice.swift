@@ -200,7 +200,8 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
     }
 
     /// Replaces the limits (full buckets, as Firecracker's PATCH does). A held request is
-    /// retried at once, on the I/O thread, through the timer.
+    /// retried at once, on the I/O thread, through the timer (so the calling thread makes a
+    /// `timerfd_settime`, which its seccomp filter must allow).
     public func setRateLimit(_ limit: RateLimit) {
         state.withLock { state in
             state.limiter = RateLimiter(limit, clock: state.limiter.clock)

@@ -24,7 +24,8 @@ struct NetLimits {
 
 extension NetDevice: RateLimitedDevice {
     /// Replaces both directions' limits (full buckets, as Firecracker's PATCH does). Whatever
-    /// is held back is retried at once, on the I/O thread, through the timer.
+    /// is held back is retried at once, on the I/O thread, through the timer (so the calling
+    /// thread makes a `timerfd_settime`, which its seccomp filter must allow).
     public func setRateLimit(receive: RateLimit, transmit: RateLimit) {
         guard throttleTimer.isUsable else { return }
         state.withLock { s in

@@ -37,11 +37,14 @@ public struct TokenBucket: Sendable, Equatable {
     private var size: Int64 { Int64(configuration.size) }
 
     /// A full bucket, or `nil` for a size or refill time of 0, which Firecracker takes to mean
-    /// "no limit".
+    /// "no limit". A size or refill time beyond the maxima is taken as the maximum.
     public init?(_ configuration: Configuration, now: UInt64) {
         guard configuration.size > 0, configuration.refillTime > 0 else { return nil }
+        var configuration = configuration
+        configuration.size = min(configuration.size, Configuration.maxTokens)
+        configuration.refillTime = min(configuration.refillTime, Configuration.maxRefillTime)
         self.configuration = configuration
-        budget = Int64(min(configuration.size, Configuration.maxTokens))
+        budget = Int64(configuration.size)
         oneTimeBurst = configuration.oneTimeBurst
         lastRefill = now
     }
