@@ -200,17 +200,40 @@ public final class Controller: Sendable {
         return .noContent
     }
 
-    /// `PATCH /drives/{id}` with `path_on_host` on a running VM: the guest's disk is served from
-    /// the new file from its next request on.
-    func replaceDrive(_ id: String, path: String) throws(ApiFailure) -> ApiResponse {
-        let resources = currentResources
-        let ordered = resources.drives.filter(\.is_root_device) + resources.drives.filter { !$0.is_root_device }
-        guard let index = ordered.firstIndex(where: { $0.drive_id == id }) else { throw .fault("Invalid block device ID: \(id) not found.") }
+    /// `PATCH /drives/{id}` on a running VM: `path_on_host` serves the guest's disk from the new
+    /// file from its next request on; `rate_limiter` replaces the disk's limits.
+    func patchDrive(_ id: String, path: String?, rateLimiter: RateLimiter?) throws(ApiFailure) -> ApiResponse {
+        guard let index = currentResources.orderedDrives.firstIndex(where: { $0.drive_id == id }) else {
+            throw .fault("Invalid block device ID: \(id) not found.")
+        }
         guard let running = machine?.runningMachineForControl else { throw .fault("The microVM is not running.") }
-        do throws(LaunchError) { try running.replaceDisk(index, path: path) }
-        catch { throw .fault("Unable to patch the block device: \(error.description)") }
-        self.resources.withLock { r in
-            if let i = r.drives.firstIndex(where: { $0.drive_id == id }) { r.drives[i].path_on_host = path }
+        do throws(LaunchError) {
+            if let path { try running.replaceDisk(index, path: path) }
+            if let rateLimiter { try running.setDiskRateLimit(index, rateLimiter.limit) }
+        } catch { throw .fault("Unable to patch the block device: \(error.description)") }
+        resources.withLock { r in
+            guard let i = r.drives.firstIndex(where: { $0.drive_id == id }) else { return }
+            if let path { r.drives[i].path_on_host = path }
+            if let rateLimiter { r.drives[i].rate_limiter = rateLimiter }
+        }
+        return .noContent
+    }
+
+    /// `PATCH /network-interfaces/{id}` on a running VM: the given directions' rate limits are
+    /// replaced, the others kept.
+    func patchNetwork(_ id: String, receive: RateLimiter?, transmit: RateLimiter?) throws(ApiFailure) -> ApiResponse {
+        let networks = currentResources.networks
+        guard let index = networks.firstIndex(where: { $0.iface_id == id }) else {
+            throw .fault("Invalid network interface ID - not found.")
+        }
+        guard let running = machine?.runningMachineForControl else { throw .fault("The microVM is not running.") }
+        let rx = receive ?? networks[index].rx_rate_limiter, tx = transmit ?? networks[index].tx_rate_limiter
+        do throws(LaunchError) {
+            try running.setNetworkRateLimit(index, receive: rx?.limit ?? .unlimited, transmit: tx?.limit ?? .unlimited)
+        } catch { throw .fault("Unable to patch the network device: \(error.description)") }
+        resources.withLock { r in
+            r.networks[index].rx_rate_limiter = rx
+            r.networks[index].tx_rate_limiter = tx
         }
         return .noContent
     }

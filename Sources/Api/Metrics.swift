@@ -67,6 +67,7 @@ public final class MetricsWriter: @unchecked Sendable {
                 "read_bytes": stats.bytesRead, "write_bytes": stats.bytesWritten, "read_count": stats.reads,
                 "write_count": stats.writes, "flush_count": stats.flushes, "invalid_reqs_count": errors - stats[.hostIO],
                 "execute_fails": stats[.hostIO], "queue_event_count": stats.requests,
+                "rate_limiter_throttled_events": stats.throttled,
             ]
         }
         for (id, stats) in zip(networks, machine.networks) {

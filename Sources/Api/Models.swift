@@ -1,3 +1,5 @@
+import Devices
+
 // Firecracker's API objects, field for field (its API document, firecracker-api-1.17.0-dev.yaml,
 // and docs/api/lguest.yaml say where lguest differs). Every field is optional to the decoder;
 // `Strict` checks required fields and refuses unknown ones, as Firecracker's serde does.
@@ -166,4 +168,17 @@ public struct FullVmConfiguration: Decodable, Equatable, Sendable {
 /// The error body of every refusal.
 public struct ApiError: Codable, Equatable, Sendable {
     public var fault_message: String
+}
+
+extension RateLimiter {
+    /// The devices' form of these buckets.
+    var limit: RateLimit {
+        RateLimit(bandwidth: bandwidth?.configuration, operations: ops?.configuration)
+    }
+}
+
+extension TokenBucket {
+    var configuration: Devices.TokenBucket.Configuration {
+        .init(size: size, refillTime: refill_time, oneTimeBurst: one_time_burst ?? 0)
+    }
 }

@@ -131,17 +131,23 @@ public struct Resources: Equatable, Sendable {
             throw .fault("Cannot start microvm without kernel configuration.")
         }
         var commandLine = boot.boot_args ?? Self.defaultBootArgs
-        let ordered = drives.filter(\.is_root_device) + drives.filter { !$0.is_root_device }
+        let ordered = orderedDrives
         if let root = ordered.first, root.is_root_device {
             let device = root.partuuid.map { "PARTUUID=\($0)" } ?? "/dev/vda"
             commandLine += " root=\(device) \(root.is_read_only == true ? "ro" : "rw")"
         }
         var networkConfigurations: [NetConfiguration] = []
-        for network in networks { networkConfigurations.append(try Self.netConfiguration(network)) }
+        for network in networks {
+            var config = try Self.netConfiguration(network)
+            config.receiveLimit = network.rx_rate_limiter?.limit ?? .unlimited
+            config.transmitLimit = network.tx_rate_limiter?.limit ?? .unlimited
+            networkConfigurations.append(config)
+        }
         var configuration = VMConfiguration(
             kernelPath: boot.kernel_image_path, initrdPath: boot.initrd_path, commandLine: commandLine,
             memoryMiB: UInt64(machine.mem_size_mib), cpus: machine.vcpu_count, console: .serial,
-            disks: ordered.map { BlockConfiguration(path: $0.path_on_host ?? "", readOnly: $0.is_read_only == true) },
+            disks: ordered.map { BlockConfiguration(path: $0.path_on_host ?? "", readOnly: $0.is_read_only == true,
+                                                    rateLimit: $0.rate_limiter?.limit ?? .unlimited) },
             networks: networkConfigurations, rng: entropy != nil, sandbox: sandbox)
         configuration.traceBoot = false
         do throws(LaunchError) { try configuration.validate() } catch { throw .fault(error.description) }
@@ -153,6 +159,9 @@ public struct Resources: Equatable, Sendable {
         guard fd >= 0 else { throw .fault("The \(what) file cannot be opened: \(osError(errno))") }
         close(fd)
     }
+
+    /// The drives in the guest's order: the root drive first (`vda`), then the others as put.
+    public var orderedDrives: [Drive] { drives.filter(\.is_root_device) + drives.filter { !$0.is_root_device } }
 
     /// Rust's way of printing an OS error, which clients match: `No such file or directory (os error 2)`.
     static func osError(_ code: Int32) -> String { "\(String(cString: strerror(code))) (os error \(code))" }

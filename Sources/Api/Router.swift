@@ -79,8 +79,7 @@ enum Router {
                 throw .fault("Invalid block device ID: \(id) not found.")
             }
             if patch.path_on_host == nil, patch.rate_limiter == nil { throw .fault("Running method expected different backend.") }
-            if patch.rate_limiter != nil { throw .fault("Rate limiters on block devices are not supported by lguest yet.") }
-            return try controller.replaceDrive(id, path: patch.path_on_host!)
+            return try controller.patchDrive(id, path: patch.path_on_host, rateLimiter: patch.rate_limiter)
         case ("PUT", "network-interfaces"):
             let id = try resourceID()
             let network = try body(NetworkInterface.self, .network)
@@ -96,10 +95,11 @@ enum Router {
                 throw .fault("The id from the path [\(id)] does not match the id from the body [\(patch.iface_id)]!")
             }
             guard controller.started else { throw .beforeStart }
-            throw .fault("Rate limiters on network devices are not supported by lguest yet.")
+            return try controller.patchNetwork(id, receive: patch.rx_rate_limiter, transmit: patch.tx_rate_limiter)
         case ("PUT", "entropy"):
             try single()
             let entropy = try body(EntropyDevice.self, .entropy)
+            if entropy.rate_limiter != nil { throw .fault("A rate limiter on the entropy device is not supported by lguest yet.") }
             return try controller.preBoot { (r: inout Resources) in r.entropy = entropy }
         case ("PUT", "actions"):
             let action = try body(InstanceActionInfo.self, .action)

@@ -29,7 +29,7 @@ struct VmConfigDocument: Encodable {
 
     static func json(_ resources: Resources) -> [UInt8] {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         return Array((try? encoder.encode(VmConfigDocument(resources: resources))) ?? Data("{}".utf8))
     }
 }

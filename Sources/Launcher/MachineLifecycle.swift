@@ -164,6 +164,18 @@ extension Machine {
         do throws(BlockError) { try blocks[index].replaceImage(path: path) } catch { throw .disk(error) }
     }
 
+    /// Replaces disk `index`'s rate limits on the running VM (full buckets).
+    public func setDiskRateLimit(_ index: Int, _ limit: RateLimit) throws(LaunchError) {
+        guard blocks.indices.contains(index) else { throw .badOption("there is no disk \(index)") }
+        blocks[index].setRateLimit(limit)
+    }
+
+    /// Replaces network device `index`'s rate limits, both directions, on the running VM.
+    public func setNetworkRateLimit(_ index: Int, receive: RateLimit, transmit: RateLimit) throws(LaunchError) {
+        guard networks.indices.contains(index) else { throw .badOption("there is no network device \(index)") }
+        networks[index].setRateLimit(receive: receive, transmit: transmit)
+    }
+
     /// Presses Ctrl-Alt-Delete on the i8042 keyboard: Linux hands it to init (SIGINT), which
     /// is how Firecracker's `SendCtrlAltDel` asks a guest to shut down.
     public func pressCtrlAltDel() { keyboard.pressKeys(I8042.ctrlAltDelete) }

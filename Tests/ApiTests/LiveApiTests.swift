@@ -59,7 +59,7 @@ final class ApiProcess {
     var consoleText: String { (try? String(contentsOfFile: console, encoding: .utf8)) ?? "" }
 
     /// Waits up to `seconds` for the process to exit; returns its status, or nil.
-    func waitForExit(seconds: Double = 10) -> Int32? {
+    func waitForExit(seconds: Double = 30) -> Int32? {
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning && Date() < deadline { usleep(10_000) }
         return process.isRunning ? nil : process.terminationStatus
@@ -170,6 +170,9 @@ struct LiveApiTests {
         let unknown = try lguest.request("PATCH", "/drives/other", #"{"drive_id": "other", "path_on_host": "\#(second)"}"#)
         #expect(unknown.body == #"{"fault_message":"Invalid block device ID: other not found."}"#)
         #expect(try lguest.request("PATCH", "/drives/scratch", #"{"drive_id": "scratch"}"#).body.contains("Running method expected different backend."))
+        let limited = try lguest.request("PATCH", "/drives/scratch", #"{"drive_id": "scratch", "rate_limiter": {"bandwidth": {"size": 1048576, "refill_time": 100}}}"#)
+        #expect(limited.status == 204, "\(limited)")
+        #expect(try lguest.request("GET", "/vm/config").body.contains(#""rate_limiter":{"bandwidth":{"#))
     }
 
     @Test func theGuestPoweringOffEndsLguestWithZeroAndRemovesTheSocket() throws {

@@ -141,6 +141,20 @@ struct RouterTests {
         #expect(actual == expected, "\(body)")
     }
 
+    @Test func rateLimitersReachTheDevicesConfiguration() throws {
+        #expect(send("PUT", "/boot-source", #"{"kernel_image_path": "\#(Self.kernel)"}"#) == (204, ""))
+        #expect(send("PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "is_root_device": true, "path_on_host": "/dev/null", "rate_limiter": {"bandwidth": {"size": 10485760, "refill_time": 1000, "one_time_burst": 4096}, "ops": {"size": 100, "refill_time": 1000}}}"#) == (204, ""))
+        #expect(send("PUT", "/network-interfaces/eth0", #"{"iface_id": "eth0", "host_dev_name": "tap0", "rx_rate_limiter": {"bandwidth": {"size": 2500000, "refill_time": 1000}}}"#) == (204, ""))
+        let configuration = try controller.currentResources.configuration(sandbox: false)
+        let disk = try #require(configuration.disks.first)
+        #expect(disk.rateLimit.bandwidth == .init(size: 10485760, refillTime: 1000, oneTimeBurst: 4096))
+        #expect(disk.rateLimit.operations == .init(size: 100, refillTime: 1000))
+        let network = try #require(configuration.networks.first)
+        #expect(network.receiveLimit.bandwidth == .init(size: 2500000, refillTime: 1000))
+        #expect(network.transmitLimit == .unlimited)
+        #expect(fault("PUT", "/entropy", #"{"rate_limiter": {"ops": {"size": 1, "refill_time": 1}}}"#)?.contains("not supported") == true)
+    }
+
     @Test func metricsOnceAndLoggerLevels() {
         #expect(send("PUT", "/metrics", #"{"metrics_path": "/tmp/m"}"#) == (204, ""))
         #expect(fault("PUT", "/metrics", #"{"metrics_path": "/tmp/m"}"#) == "Reinitialization of metrics not allowed.")
