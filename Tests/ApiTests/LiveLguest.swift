@@ -145,7 +145,10 @@ final class LiveLguest {
         guard FileManager.default.createFile(atPath: outputPath, contents: nil),
               let sink = FileHandle(forWritingAtPath: outputPath) else { throw LiveAPIError("cannot create \(outputPath)") }
         process.executableURL = URL(fileURLWithPath: LiveAPI.binary)
-        process.arguments = ["--api-sock", socket, "--id", id] + (configFile.map { ["--config-file", $0] } ?? [])
+        // The log goes to a file of its own: on standard output its lines would interleave with
+        // the guest's console, which the tests read.
+        process.arguments = ["--api-sock", socket, "--id", id, "--log-path", directory + "/log"]
+            + (configFile.map { ["--config-file", $0] } ?? [])
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = sink
