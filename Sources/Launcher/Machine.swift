@@ -76,8 +76,12 @@ public final class Machine: Sendable {
         // The firmware tables describe the machine to the guest: CPUs, COM1, the keyboard
         // controller, pvpanic, the power registers and the virtio devices.
         let rsdp: GuestAddress
-        do { rsdp = try ACPI.write(AcpiConfiguration(cpus: configuration.cpus, virtioMMIO: windows), into: memory) }
-        catch { throw .setup("cannot build the ACPI tables: \(error)") }
+        do {
+            rsdp = try ACPI.write(AcpiConfiguration(cpus: configuration.cpus, virtioMMIO: windows), into: memory)
+            // Where a restarting kernel jumps when it has no better way (the default on this
+            // platform; Firmware/ResetVector.swift says why).
+            try ResetVector.write(into: memory)
+        } catch { throw .setup("cannot build the ACPI tables: \(error)") }
 
         var commandLine = configuration.commandLine
         if !windows.isEmpty {
@@ -233,7 +237,10 @@ func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl) {
             // Only without an in-kernel APIC, which lguest always creates; nothing to do.
             continue
         case .shutdown:
-            power.requestStop(.tripleFault(vcpu: vcpu.id))
+            // A PC resets itself on a triple fault; a kernel that announced its shutdown
+            // through `\_TTS` and then triple-faults is using that as its reset (`reboot=t`).
+            // Without the announcement it is a crash.
+            power.requestStop(power.shutdownAnnounced ? .reboot : .tripleFault(vcpu: vcpu.id))
             return
         case let .failEntry(reason):
             power.requestStop(.failure("vCPU \(vcpu.id): KVM could not enter the guest (hardware reason 0x\(String(reason, radix: 16)))"))

@@ -98,6 +98,23 @@ struct GuestLifecycleTests {
         #expect(result.stderr.contains("triple-fault"))
     }
 
+    @Test("a triple fault after \\_TTS(5) announced a shutdown is a reboot (reboot=t): exit 0")
+    func tripleFaultAfterAnnouncedShutdownIsAReboot() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.announceThenTripleFault(state: 5)), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("about to fault"))
+        #expect(result.stderr.isEmpty)
+    }
+
+    @Test("a triple fault after \\_TTS(3), a suspend, is still a crash: exit 1")
+    func tripleFaultAfterAnnouncedSuspendIsACrash() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.announceThenTripleFault(state: 3)), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("triple-fault"))
+    }
+
     @Test func pvpanicExitsOneSayingTheGuestPanicked() throws {
         let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.panic()), name: "tiny.elf")
         let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
