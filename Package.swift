@@ -57,7 +57,7 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory"]),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "GuestMemory"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "GuestMemory", "TestSupport"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "Boot", "GuestMemory", "CKVM", "TestSupport"]),
         .testTarget(name: "LauncherTests", dependencies: [
             "Launcher", "LguestCommands", "TestSupport",

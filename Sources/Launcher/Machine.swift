@@ -28,6 +28,8 @@ public final class Machine: Sendable {
     let events: EventLoop
     /// The TAP descriptors, which vCPU threads may still reconfigure once sandboxed.
     let taps: [CInt]
+    /// The disks that are block devices, which the I/O thread may still discard on.
+    let blockDevices: [CInt]
 
     public init(_ configuration: VMConfiguration) throws(LaunchError) {
         self.configuration = configuration
@@ -59,9 +61,15 @@ public final class Machine: Sendable {
         var devices: [any VirtioDevice] = []
         let console = configuration.console == .virtio ? ConsoleDevice(output: stdout) : nil
         if let console { devices.append(console) }
+        var blockDevices: [CInt] = []
         for disk in configuration.disks {
-            do throws(BlockError) { devices.append(try BlockDevice(disk)) } catch { throw .disk(error) }
+            do throws(BlockError) {
+                let device = try BlockDevice(disk)
+                if let fd = device.blockDeviceDescriptor { blockDevices.append(fd) }
+                devices.append(device)
+            } catch { throw .disk(error) }
         }
+        self.blockDevices = blockDevices
         var networks: [NetDevice] = []
         for network in configuration.networks {
             do throws(TapError) { networks.append(try NetDevice(configuration: network)) }
@@ -165,7 +173,8 @@ public final class Machine: Sendable {
         try watchConsoleInput()
         // Setup is over: from here on no thread needs a capability, a new file or a new thread
         // beyond the ones started below (docs/Sandbox.md).
-        let sandbox = try MachineSandbox(enabled: configuration.sandbox, vcpus: vcpus, taps: taps)
+        let sandbox = try MachineSandbox(enabled: configuration.sandbox, vcpus: vcpus, taps: taps,
+                                         blockDevices: blockDevices)
         let events = self.events, power = self.power
         try spawnThread(name: "lguest-io") {
             guard enterThreadSandbox(sandbox.io, power: power) else { return }

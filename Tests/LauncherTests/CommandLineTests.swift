@@ -115,6 +115,17 @@ struct GuestLifecycleTests {
         #expect(result.stderr.contains("triple-fault"))
     }
 
+    @Test("a block device as a disk: opened, served under the sandbox, the guest powers off",
+          .enabled(if: LoopDevice.available, "no loop devices here"))
+    func blockDeviceDisk() throws {
+        let image = try Tool.temporaryFile([UInt8](repeating: 0, count: 1 << 20), name: "disk.img")
+        let loop = try LoopDevice(file: image)
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff()), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64", "--disk", loop.path])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stderr.isEmpty)
+    }
+
     @Test func pvpanicExitsOneSayingTheGuestPanicked() throws {
         let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.panic()), name: "tiny.elf")
         let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
@@ -235,6 +246,22 @@ struct GuestLifecycleTests {
         let image = try Tool.temporaryFile([UInt8](repeating: 0, count: 4096), name: "disk.img")
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "\(image),sideways"], mentioning: ["sideways"])
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", ",readonly"], mentioning: ["path"])
+    }
+
+    @Test("a block device that is read-only, or busy, is refused with one line",
+          .enabled(if: LoopDevice.available, "no loop devices here"))
+    func badBlockDevices() throws {
+        let image = try Tool.temporaryFile([UInt8](repeating: 0, count: 65536), name: "disk.img")
+        let readOnly = try LoopDevice(file: image, readOnly: true)
+        try expectRefusal(["run", "--kernel", tinyKernel, "--disk", readOnly.path],
+                          mentioning: [readOnly.path, "read-only", "\(readOnly.path),readonly"])
+        let other = try Tool.temporaryFile([UInt8](repeating: 0, count: 65536), name: "disk.img")
+        let loop = try LoopDevice(file: other)
+        // Opened exclusively by someone else (here, a descriptor of our own with O_EXCL).
+        let holder = open(loop.path, O_RDONLY | O_EXCL)
+        try #require(holder >= 0)
+        defer { close(holder) }
+        try expectRefusal(["run", "--kernel", tinyKernel, "--disk", loop.path], mentioning: [loop.path, "busy"])
     }
 
     @Test func badNetworks() throws {
