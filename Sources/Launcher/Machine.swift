@@ -91,8 +91,9 @@ public final class Machine: Sendable {
             try ResetVector.write(into: memory)
         } catch { throw .setup("cannot build the ACPI tables: \(error)") }
 
+        // The command line is the user's, unless they asked for the devices to be named on it.
         var commandLine = configuration.commandLine
-        if !windows.isEmpty {
+        if configuration.virtioOnCommandLine, !windows.isEmpty {
             commandLine += (commandLine.isEmpty ? "" : " ") + VirtioWiring.commandLineDevices(windows)
         }
         let entry: BootEntry

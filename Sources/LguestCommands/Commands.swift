@@ -128,7 +128,7 @@ struct Run: VMCommand {
     @Option(help: ArgumentHelp("Where the guest's console is: serial (ttyS0) or virtio (hvc0).", valueName: "KIND"))
     var console: VMConfiguration.ConsoleKind = .serial
 
-    @Option(help: ArgumentHelp("A raw disk image, optionally read-only (repeatable).", valueName: "PATH[,readonly]"))
+    @Option(help: ArgumentHelp("A raw disk image or a block device, optionally read-only (repeatable).", valueName: "PATH[,readonly]"))
     var disk: [String] = []
 
     @Option(help: ArgumentHelp("A network device on a TAP interface.", valueName: "tap=NAME[,mac=MAC]"))
@@ -139,6 +139,9 @@ struct Run: VMCommand {
 
     @Flag(help: "Print when each step of the boot happens, in ms since lguest started.")
     var traceBoot = false
+
+    @Flag(help: "Also name the virtio devices on the kernel command line (virtio_mmio.device=), for kernels that cannot read them from ACPI.")
+    var virtioCmdline = false
 
     @Flag(name: .customLong("no-sandbox"), help: "Run without the seccomp filters and with the capabilities lguest started with (for debugging; docs/Sandbox.md).")
     var noSandbox = false
@@ -156,6 +159,7 @@ struct Run: VMCommand {
             memoryMiB: memory, cpus: cpus, console: console,
             disks: disks, networks: networks, rng: rng, sandbox: !noSandbox)
         configuration.traceBoot = traceBoot
+        configuration.virtioOnCommandLine = virtioCmdline
         return configuration
     }
 
