@@ -184,6 +184,8 @@ let RebootScenario = LabScenario(name: "reboot", guestInit: "check-init.sh")
 let VirtioScenario = LabScenario(name: "virtio", guestInit: "virtio-init.sh")
 /// The network checks: a TAP made by lguest's --tunnet, pinged and fetched from by the guest.
 let NetScenario = LabScenario(name: "net", guestInit: "net-init.sh")
+/// The lab host's Debian tools (curl, socat, python3, fio, iperf3) from its own disk.
+let L2ToolsScenario = LabScenario(name: "l2-tools", guestInit: "check-init.sh", labArguments: ["--with-l2-disk"])
 /// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
@@ -191,14 +193,17 @@ let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-
 final class LabScenario: Sendable {
     let name: String
     let guestInit: String
+    /// More options for `lab.sh run` (`--with-l2-disk`).
+    let labArguments: [String]
     /// The scenario's outcome: the log's lines, or why there is no log. Started by the first
     /// test that asks; the others wait for the same run.
     private let outcome: Task<Result<[String], LabFailure>, Never>
 
-    init(name: String, guestInit: String) {
+    init(name: String, guestInit: String, labArguments: [String] = []) {
         self.name = name
         self.guestInit = guestInit
-        outcome = Task { await Self.runScenario(name: name, guestInit: guestInit) }
+        self.labArguments = labArguments
+        outcome = Task { await Self.runScenario(name: name, guestInit: guestInit, labArguments: labArguments) }
     }
 
     /// The run `name` of this scenario.
@@ -236,7 +241,7 @@ final class LabScenario: Sendable {
             context: "--- run \(name) (whole log: \(serialLog.path)) ---\n\(shown)\n---")
     }
 
-    private static func runScenario(name: String, guestInit: String) async -> Result<[String], LabFailure> {
+    private static func runScenario(name: String, guestInit: String, labArguments: [String]) async -> Result<[String], LabFailure> {
         let serialLog = serialLog(name), labOutput = labOutput(name)
         let env = LabEnvironment.self
         let vmm = env.vmmBinary()
@@ -259,7 +264,7 @@ final class LabScenario: Sendable {
                          "--guest-init", env.packageRoot.appendingPathComponent("Lab/guest/\(guestInit)").path,
                          "--env", "LAB_RUN_TIMEOUT=\(runTimeout)",
                          "--log", serialLog.path]
-        if mode == "run" { arguments += ["--timeout", String(4 * (Int(runTimeout) ?? 120) + 300)] }
+        if mode == "run" { arguments += ["--timeout", String(4 * (Int(runTimeout) ?? 120) + 300)] + labArguments }
 
         do {
             try FileManager.default.createDirectory(at: logDirectory, withIntermediateDirectories: true)
