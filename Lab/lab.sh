@@ -427,7 +427,7 @@ if [ ! -c /dev/kvm ]; then
 fi
 # The lab host's disk (Lab/l2-disk.sh), when QEMU was given one: a Debian userland at
 # /lab/debian, with L2's /proc, /sys, /dev, /tmp, /run and /lab inside it for chroot.
-if grep -qs -e 0x1001 -e 0x1042 /sys/bus/pci/devices/*/device; then # a virtio-blk on PCI
+if [ -e /lab/etc/l2-disk ]; then
     for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do [ -b /dev/vda ] && break; sleep 0.2; done
     if mkdir -p /lab/debian && mount -t squashfs -o ro /dev/vda /lab/debian; then
         for d in proc sys dev tmp run lab; do mount --bind "/$d" "/lab/debian/$d"; done
@@ -548,6 +548,7 @@ build_l2() { # WORK MODE
     cp "$SCENARIO" "$stage/lab/scenario.sh"
     cp "$LAB_DIR/scenarios/lib.sh" "$stage/lab/lib.sh"
     echo "$mode" >"$stage/lab/etc/mode"
+    if $WITH_L2_DISK; then touch "$stage/lab/etc/l2-disk"; fi
     write_env "$stage/lab/etc/env"
     stage_files "$stage/lab/files"
     pack "$stage" "$work/run.cpio.gz"

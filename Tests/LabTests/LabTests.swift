@@ -278,7 +278,8 @@ final class LabScenario: Sendable {
             note("Lab/lab.sh \(mode) exited \(status) after \(Int(Date().timeIntervalSince(started))) s")
             let log = (try? String(contentsOf: serialLog, encoding: .utf8)) ?? ""
             let lines = log.replacingOccurrences(of: "\r", with: "").components(separatedBy: "\n")
-            if !lines.contains(where: { $0.contains("LAB-BEGIN ") }) {
+            // A scenario that ran prints LAB-BEGIN (lab_run) or at least LAB-DONE (lab.sh, after it).
+            if !lines.contains(where: { $0.contains("LAB-BEGIN ") || $0.contains("LAB-DONE") }) {
                 let labLines = ((try? String(contentsOf: labOutput, encoding: .utf8)) ?? "")
                     .split(separator: "\n").filter { $0.hasPrefix("lab.sh:") }.suffix(5)
                 return .failure(LabFailure(description: "the lab did not run the scenario (lab.sh exit \(status)):\n"
