@@ -78,7 +78,7 @@ let package = Package(
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioTesting", "GuestMemory"]),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "VirtioTesting", "GuestMemory"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "VirtioTesting", "GuestMemory", "TestSupport"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "HostSystem", "Boot", "GuestMemory", "CKVM", "TestSupport"]),
         .testTarget(name: "LauncherTests", dependencies: [
             "Launcher", "LguestCommands", "TestSupport",

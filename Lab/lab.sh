@@ -12,9 +12,10 @@ CACHE=${LGUEST_LAB_CACHE:-$HOME/.cache/lguest-lab}
 
 # What the lab installs from Debian, and the command each package provides.
 PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools gcc"
-# The kernel modules L2 needs: kvm for /dev/kvm, tun for the VMM's TAP devices (their
+# The kernel modules L2 needs: kvm for /dev/kvm, tun for the VMM's TAP devices, virtio and
+# squashfs for its disk (Lab/l2-disk.sh) (their
 # dependencies are resolved from the modules).
-L2_MODULES="irqbypass kvm kvm-amd tun"
+L2_MODULES="irqbypass kvm kvm-amd tun virtio_pci virtio_blk squashfs"
 # The modules a guest initramfs carries unless told otherwise: every virtio driver the VMM
 # offers over virtio-mmio, and pvpanic so that a guest panic reaches the VMM.
 GUEST_MODULES="virtio_ring virtio virtio_mmio virtio_blk failover net_failover virtio_net virtio_console virtio-rng pvpanic pvpanic-mmio"
@@ -42,13 +43,18 @@ commands:
       Default modules: $GUEST_MODULES
 
   run --vmm PATH --scenario SCRIPT [--guest-init SCRIPT]... [--files DIR] [--env NAME=VALUE]...
-      [--host-tool PROGRAM]... [--log FILE] [--timeout SECONDS] [--with-qemu]
+      [--host-tool PROGRAM]... [--log FILE] [--timeout SECONDS] [--with-qemu] [--with-l2-disk]
       Run SCRIPT inside the lab host (L2) with LGUEST, GUEST_KERNEL, LAB_FILES and LAB_LIB set.
       --guest-init builds an L3 initramfs from that script into LAB_FILES, named after it:
       check-init.sh -> check.cpio.gz. --with-qemu also puts qemu-system-x86_64 into L2 (for
       -M microvm). --host-tool copies a program of this host (curl, say) with its libraries into
-      L2's /lab/bin, for scenarios that need more than busybox. Exits 0 when the scenario finished (LAB-DONE), 1 when the lab failed, 124 on
-      timeout (default ${DEFAULT_TIMEOUT:-900} s).
+      L2's /lab/bin. --with-l2-disk gives L2 the Debian userland of 'l2-disk' (built if need be).
+      Exits 0 when the scenario finished (LAB-DONE), 1 when the lab failed, 124 on timeout
+      (default ${DEFAULT_TIMEOUT:-900} s).
+
+  l2-disk [--check]
+      Build the lab host's disk once: Debian $L2_DISK_SUITE with $L2_DISK_PACKAGES
+      (mmdebstrap, squashfs; cached). Prints its path. --check: exit 1 unless it is cached.
 
   direct --vmm PATH --scenario SCRIPT [--guest-init SCRIPT]... [--files DIR] [--env NAME=VALUE]...
       [--log FILE]
@@ -65,6 +71,8 @@ environment:
 EOF
 }
 DEFAULT_TIMEOUT=900
+# shellcheck source=l2-disk.sh
+. "$LAB_DIR/l2-disk.sh"
 
 die() { echo "$PROG: $*" >&2; exit 2; }
 usage_error() { echo "$PROG: $*" >&2; echo "try 'Lab/$PROG --help'" >&2; exit 64; }
@@ -418,6 +426,18 @@ if [ ! -c /dev/kvm ]; then
     echo "LAB-ERROR no /dev/kvm"
     poweroff -f
 fi
+# The lab host's disk (Lab/l2-disk.sh), when QEMU was given one: a Debian userland at
+# /lab/debian, with L2's /proc, /sys, /dev, /tmp, /run and /lab inside it for chroot.
+if [ -e /lab/etc/l2-disk ]; then
+    for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do [ -b /dev/vda ] && break; sleep 0.2; done
+    if mkdir -p /lab/debian && mount -t squashfs -o ro /dev/vda /lab/debian; then
+        for d in proc sys dev tmp run lab; do mount --bind "/$d" "/lab/debian/$d"; done
+        echo "LAB-L2-DISK uptime=$(up)"
+    else
+        echo "LAB-ERROR the lab host's disk did not mount"
+    fi
+fi
+ip link set lo up 2>/dev/null
 if ls /lab/etc/libdirs* >/dev/null 2>&1; then
     LD_LIBRARY_PATH=$(cat /lab/etc/libdirs* | sort -u | tr '\n' ':')
     export LD_LIBRARY_PATH=${LD_LIBRARY_PATH%:}
@@ -448,7 +468,7 @@ EOF
 # Parses the options run, direct and shell share. Sets VMM SCENARIO FILES LOG TIMEOUT WITH_QEMU
 # GUEST_INITS ENVS.
 parse_run_options() {
-    VMM='' SCENARIO='' FILES='' LOG='' TIMEOUT=$DEFAULT_TIMEOUT WITH_QEMU=false
+    VMM='' SCENARIO='' FILES='' LOG='' TIMEOUT=$DEFAULT_TIMEOUT WITH_QEMU=false WITH_L2_DISK=false
     GUEST_INITS=() ENVS=() HOST_TOOLS=()
     while [[ $# -gt 0 ]]; do
         case $1 in
@@ -469,6 +489,7 @@ parse_run_options() {
         --timeout) need_arg "$@"; TIMEOUT=$2; shift ;;
         --timeout=*) TIMEOUT=${1#*=} ;;
         --with-qemu) WITH_QEMU=true ;;
+        --with-l2-disk) WITH_L2_DISK=true ;;
         -h | --help) usage; exit 0 ;;
         *) usage_error "$CMD: unknown argument $1" ;;
         esac
@@ -549,6 +570,7 @@ build_l2() { # WORK MODE
     cp "$SCENARIO" "$stage/lab/scenario.sh"
     cp "$LAB_DIR/scenarios/lib.sh" "$stage/lab/lib.sh"
     echo "$mode" >"$stage/lab/etc/mode"
+    if $WITH_L2_DISK; then touch "$stage/lab/etc/l2-disk"; fi
     write_env "$stage/lab/etc/env"
     stage_files "$stage/lab/files"
     add_host_tools "$stage"
@@ -568,6 +590,9 @@ build_l2() { # WORK MODE
 qemu_l2_command() { # INITRD
     QEMU_COMMAND=(qemu-system-x86_64 -M q35 -accel tcg -cpu max -smp 2 -m 2048 -nographic -no-reboot
         -vga none -nic none -kernel "$KERNEL" -initrd "$1" -append "$L2_APPEND")
+    if $WITH_L2_DISK; then
+        QEMU_COMMAND+=(-drive "file=$L2_DISK,if=virtio,format=raw,readonly=on")
+    fi
 }
 
 cmd_run() {
@@ -580,6 +605,7 @@ cmd_run() {
     WORK=$work
     trap 'rm -rf "$WORK"' EXIT
     build_l2 "$work" batch
+    if $WITH_L2_DISK; then build_l2_disk; fi
     [[ -n $LOG ]] && mkdir -p "$(dirname "$LOG")"
     local log=${LOG:-$work/serial.log} kept=${LOG:-"not kept (use --log)"}
     t0=$(now)
@@ -720,6 +746,7 @@ main() {
     run) cmd_run "$@" ;;
     direct) cmd_direct "$@" ;;
     shell) cmd_shell "$@" ;;
+    l2-disk) cmd_l2_disk "$@" ;;
     -h | --help | help) usage ;;
     *) usage_error "unknown command $cmd" ;;
     esac

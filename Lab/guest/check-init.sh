@@ -15,6 +15,10 @@ cpus=$(grep -c '^processor' /proc/cpuinfo 2>/dev/null) || cpus=$(nproc)
 memtotal_kb=$(sed -n 's/^MemTotal: *\([0-9]*\) kB$/\1/p' /proc/meminfo)
 cmdline=$(cat /proc/cmdline)
 echo "LGUEST-CHECK cpus=$cpus memtotal_kb=$memtotal_kb cmdline=$cmdline"
+# The kernel's own log, which `quiet` keeps off the console: its FPU setup, and how many
+# warnings (WARN_ON's "WARNING:" lines and their "Call Trace:") it printed while booting.
+dmesg | grep -e 'x86/fpu' -e 'XSAVE' -e 'WARNING:' | sed 's/^/LGUEST-DMESG /'
+echo "LGUEST-LOG warnings=$(dmesg | grep -c -e 'WARNING:' -e 'Call Trace:') unknown_parameters=$(dmesg | grep -c 'unknown parameter')"
 
 action=
 set -f

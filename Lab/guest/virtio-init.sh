@@ -35,6 +35,9 @@ else
     echo "LGUEST-VIRTIO ro-write=refused"
 fi
 
+# The command line must be the user's (no virtio_mmio.device= added), and nothing on it unknown.
+echo "LGUEST-VIRTIO unknown_parameters=$(dmesg | grep -c 'unknown parameter')"
+echo "LGUEST-VIRTIO-CMDLINE $(cat /proc/cmdline)"
 echo "LGUEST-VIRTIO rng=$(cat /sys/class/misc/hw_random/rng_current 2>/dev/null) hwrng=$(head -c 32 /dev/hwrng | od -An -tx1 | tr -d ' \n')"
 
 sync

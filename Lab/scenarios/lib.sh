@@ -20,6 +20,17 @@ lab_qemu() {
     fi
 }
 
+# lab_debian COMMAND [ARG...]
+# Runs a program of the lab host's Debian userland (lab.sh run --with-l2-disk: curl, socat,
+# python3, fio, iperf3), chrooted into it; directly on a host, the host's own.
+lab_debian() {
+    if [ -x /lab/debian/usr/bin/env ]; then
+        chroot /lab/debian /usr/bin/env -u LD_LIBRARY_PATH PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"
+    else
+        "$@"
+    fi
+}
+
 # lab_run NAME COMMAND [ARG...]
 # Runs COMMAND, its stdout (the guest's console) going to ours and its stderr to a file, killed
 # after LAB_RUN_TIMEOUT seconds, between markers that name the run:

@@ -15,6 +15,9 @@
 //         ...
 //     }
 //     Name (\_S5, Package () { 5, 0, 0, 0 })
+//     OperationRegion (TTSR, SystemIO, 0x603, 1)
+//     Field (TTSR, ByteAcc, NoLock, Preserve) { TTSV, 8 }
+//     Method (\_TTS, 1) { TTSV = Arg0 }
 
 enum DifferentiatedSystemDescriptionTable {
     /// DSDT revision 2 and up means 64-bit AML integers.
@@ -33,7 +36,7 @@ enum DifferentiatedSystemDescriptionTable {
         for (index, window) in config.virtioMMIO.enumerated() {
             devices.append(virtioMMIO(index: index, window: window))
         }
-        return AML.encodeList([AML.Scope("\\_SB_", devices), softOff])
+        return AML.encodeList([AML.Scope("\\_SB_", devices), softOff] + transitionToState)
     }
 
     /// `_STA` = 0x0F: present, enabled, shown in the UI, functioning.
@@ -119,5 +122,16 @@ enum DifferentiatedSystemDescriptionTable {
     /// elements, and the last two are reserved.
     static var softOff: AML.Name {
         AML.Name("\\_S5_", AML.Package([PlatformPorts.s5SleepType, 0, 0, 0]))
+    }
+
+    /// `\_TTS`: the OS calls it with the sleep state it is about to enter (5 on restart, halt
+    /// and power-off, from Linux's reboot notifier), and ours writes that number to an I/O
+    /// port, so the VMM knows the guest is going down on purpose (`PlatformPorts.transitionToState`).
+    static var transitionToState: [any AMLEncodable] {
+        [
+            AML.SystemIORegion("\\TTSR", port: PlatformPorts.transitionToState, length: 1),
+            AML.ByteField(in: "\\TTSR", "TTSV"),
+            AML.Method("\\_TTS", argumentCount: 1, [AML.Store(AML.Argument(0), into: "\\TTSV")]),
+        ]
     }
 }

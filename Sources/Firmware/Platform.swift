@@ -48,6 +48,13 @@ public enum PlatformPorts {
     public static let reset: UInt16 = 0x602
     public static let resetValue: UInt8 = 1
 
+    /// The shutdown-announcement register: one byte the DSDT's `\_TTS` ("transition to
+    /// state") method writes its argument to. Linux evaluates `\_TTS(5)` from a reboot notifier
+    /// on every restart, halt and power-off, before it picks a way to do it; so once the guest
+    /// has written `s5SleepType` here, a triple fault is the reset it chose (`reboot=t`), not a
+    /// crash. Reads return 0.
+    public static let transitionToState: UInt16 = 0x603
+
     /// The sleep type `\_S5_` declares for soft-off.
     public static let s5SleepType: UInt8 = 5
     /// SLP_EN in the sleep control register.
@@ -88,5 +95,6 @@ public enum PlatformAddresses {
 /// [0x9FC00, 0x100000) in the e820 map, which keeps the guest from reusing the tables' memory.
 public enum AcpiLayout {
     public static let base: GuestAddress = 0xE0000
-    public static let limit: GuestAddress = 0x10_0000
+    /// The tables end before the reset vector's code (`ResetVector`).
+    public static let limit: GuestAddress = ResetVector.address
 }

@@ -19,6 +19,10 @@ public struct VMConfiguration: Sendable, Equatable {
     /// Print a line on standard error at each step of the boot (configuration read, VM built,
     /// first KVM_RUN), timed from the process's start. Boot-timer marks are printed either way.
     public var traceBoot: Bool = false
+    /// Also describe the virtio devices on the kernel command line (`virtio_mmio.device=`), for
+    /// kernels built with `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES` but without ACPI. Off by default:
+    /// the ACPI tables describe them, and a kernel without that option rejects the parameter.
+    public var virtioOnCommandLine: Bool = false
     /// Once set up, run every thread under its seccomp filter, without capabilities
     /// (docs/Sandbox.md). Off only for debugging.
     public var sandbox: Bool

@@ -36,6 +36,8 @@ public final class Machine: Sendable {
     let rng: RngDevice?
     /// The filters `start()` built, kept for `confineCallingThread()`.
     let sandbox = Mutex<MachineSandbox?>(nil)
+    /// The disks that are block devices, which the I/O thread may still discard on.
+    let blockDevices: [CInt]
 
     /// Where the guest's console goes and comes from.
     let connection: ConsoleConnection
@@ -87,6 +89,7 @@ public final class Machine: Sendable {
         devices += blocks as [any VirtioDevice]
         limited += blocks as [any RateLimitedDevice]
         self.blocks = blocks
+        blockDevices = blocks.compactMap(\.blockDeviceDescriptor)
         var networks: [NetDevice] = []
         for network in configuration.networks {
             do throws(TapError) { networks.append(try NetDevice(configuration: network)) }
@@ -104,11 +107,16 @@ public final class Machine: Sendable {
         // The firmware tables describe the machine to the guest: CPUs, COM1, the keyboard
         // controller, pvpanic, the power registers and the virtio devices.
         let rsdp: GuestAddress
-        do { rsdp = try ACPI.write(AcpiConfiguration(cpus: configuration.cpus, virtioMMIO: windows), into: memory) }
-        catch { throw .setup("cannot build the ACPI tables: \(error)") }
+        do {
+            rsdp = try ACPI.write(AcpiConfiguration(cpus: configuration.cpus, virtioMMIO: windows), into: memory)
+            // Where a restarting kernel jumps when it has no better way (the default on this
+            // platform; Firmware/ResetVector.swift says why).
+            try ResetVector.write(into: memory)
+        } catch { throw .setup("cannot build the ACPI tables: \(error)") }
 
+        // The command line is the user's, unless they asked for the devices to be named on it.
         var commandLine = configuration.commandLine
-        if !windows.isEmpty {
+        if configuration.virtioOnCommandLine, !windows.isEmpty {
             commandLine += (commandLine.isEmpty ? "" : " ") + VirtioWiring.commandLineDevices(windows)
         }
         let entry: BootEntry

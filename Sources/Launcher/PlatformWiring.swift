@@ -3,7 +3,7 @@ import Firmware
 
 /// The platform devices on the I/O port bus, each at the port the ACPI tables describe
 /// (`PlatformPorts`): the 16550 UART on COM1, the i8042, the POST port, the boot timer,
-/// pvpanic, and the ACPI sleep and reset registers.
+/// pvpanic, and the ACPI sleep, reset and `\_TTS` registers.
 ///
 /// `Machine` wires its VM with this, and the platform fuzz harness wires its bus with it too,
 /// so what is fuzzed is what the guest meets.
@@ -16,12 +16,14 @@ public enum PlatformWiring {
             Bus.window(UInt64(PlatformPorts.bootTimer), 1, bootTimer),
             Bus.window(UInt64(PlatformPorts.pvpanic), 1, PanicDevice(
                 power: power, capabilities: PlatformPorts.pvpanicCapabilities, panicked: PlatformPorts.pvpanicPanicked)),
-            Bus.window(UInt64(PlatformPorts.sleepControl), 3, ACPIPowerDevice(
+            Bus.window(UInt64(PlatformPorts.sleepControl), 4, ACPIPowerDevice(
                 power: power,
                 sleepControlOffset: 0,
                 sleepStatusOffset: UInt64(PlatformPorts.sleepStatus - PlatformPorts.sleepControl),
                 resetOffset: UInt64(PlatformPorts.reset - PlatformPorts.sleepControl),
-                powerOffValue: PlatformPorts.s5PowerOff, resetValue: PlatformPorts.resetValue)),
+                transitionOffset: UInt64(PlatformPorts.transitionToState - PlatformPorts.sleepControl),
+                powerOffValue: PlatformPorts.s5PowerOff, resetValue: PlatformPorts.resetValue,
+                softOffState: PlatformPorts.s5SleepType)),
         ])
     }
 }

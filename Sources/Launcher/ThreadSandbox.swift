@@ -37,9 +37,11 @@ public enum ThreadSandbox {
         ] + runtime(process: process))
     }
 
-    /// The I/O thread: the event loop and every device's queue work.
-    public static func io(process: pid_t) -> SyscallFilter {
-        SyscallFilter([
+    /// The I/O thread: the event loop and every device's queue work, including a discard on
+    /// each disk that is a block device.
+    public static func io(process: pid_t, blockDevices: [CInt] = []) -> SyscallFilter {
+        let discard: [[ArgumentCheck]] = blockDevices.map { [.equalInt(0, $0), .equal(1, UInt64(LG_BLKDISCARD))] }
+        return SyscallFilter([
             .allow(.epoll_wait),
             .allow(.read),
             .allow(.write),
@@ -54,7 +56,7 @@ public enum ThreadSandbox {
             .allow(.poll),
             .allow(.timerfd_settime),
             .allow(.timerfd_gettime),
-            .allow(.ioctl, whereAnyOf: restoreTerminal),
+            .allow(.ioctl, whereAnyOf: restoreTerminal + discard),
         ] + runtime(process: process))
     }
 
@@ -151,7 +153,7 @@ struct MachineSandbox: Sendable {
     let main: SyscallFilter?
 
     /// Locks the process down (step 2) and builds every thread's filter.
-    init(enabled: Bool, vcpus: [VCPU], taps: [CInt]) throws(LaunchError) {
+    init(enabled: Bool, vcpus: [VCPU], taps: [CInt], blockDevices: [CInt]) throws(LaunchError) {
         guard enabled else {
             (io, main) = (nil, nil)
             self.vcpus = vcpus.map { _ in nil }
@@ -159,7 +161,7 @@ struct MachineSandbox: Sendable {
         }
         do throws(SandboxError) { try ThreadSandbox.lockDown() } catch { throw .sandbox(error) }
         let process = getpid()
-        io = ThreadSandbox.io(process: process)
+        io = ThreadSandbox.io(process: process, blockDevices: blockDevices)
         self.vcpus = vcpus.map { ThreadSandbox.vcpu(descriptor: $0.descriptor.raw, taps: taps, process: process) }
         main = ThreadSandbox.main(process: process)
     }

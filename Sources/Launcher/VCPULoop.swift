@@ -44,7 +44,10 @@ func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl, gate: Run
             continue
         case .shutdown:
             exits.failures.add(1, ordering: .relaxed)
-            power.requestStop(.tripleFault(vcpu: vcpu.id))
+            // A PC resets itself on a triple fault; a kernel that announced its shutdown
+            // through `\_TTS` and then triple-faults is using that as its reset (`reboot=t`).
+            // Without the announcement it is a crash.
+            power.requestStop(power.shutdownAnnounced ? .reboot : .tripleFault(vcpu: vcpu.id))
             return
         case let .failEntry(reason):
             exits.failures.add(1, ordering: .relaxed)

@@ -131,7 +131,7 @@ struct Run: VMCommand {
     @Option(help: ArgumentHelp("Where the guest's console is: serial (ttyS0) or virtio (hvc0).", valueName: "KIND"))
     var console: VMConfiguration.ConsoleKind = .serial
 
-    @Option(help: ArgumentHelp("A raw disk image, optionally read-only or rate-limited (repeatable).",
+    @Option(help: ArgumentHelp("A raw disk image or a block device, optionally read-only or rate-limited (repeatable).",
                                valueName: "PATH[,readonly][,bw=SIZE/MS[/BURST]][,ops=N/MS[/BURST]]"))
     var disk: [String] = []
 
@@ -143,6 +143,9 @@ struct Run: VMCommand {
 
     @Flag(help: "Print when each step of the boot happens, in ms since lguest started.")
     var traceBoot = false
+
+    @Flag(help: "Also name the virtio devices on the kernel command line (virtio_mmio.device=), for kernels that cannot read them from ACPI.")
+    var virtioCmdline = false
 
     @Flag(name: .customLong("no-sandbox"), help: "Run without the seccomp filters and with the capabilities lguest started with (for debugging; docs/Sandbox.md).")
     var noSandbox = false
@@ -160,6 +163,7 @@ struct Run: VMCommand {
             memoryMiB: memory, cpus: cpus, console: console,
             disks: disks, networks: networks, rng: rng, sandbox: !noSandbox)
         configuration.traceBoot = traceBoot
+        configuration.virtioOnCommandLine = virtioCmdline
         return configuration
     }
 
@@ -210,10 +214,14 @@ func runToCompletion(_ configuration: VMConfiguration) -> Never {
     TerminatingSignals.unblock()
     Terminal.ignoreBrokenPipes()
     Terminal.enterRawMode()
+    // Held until the process exits: if this thread let go of the machine last, its deinit would
+    // close descriptors here, which this thread's filter does not allow.
+    var machine: Machine?
     do {
         try vm.start()
+        machine = vm.runningMachineForControl
         // Nothing is left for this thread but to wait: it gets the tightest filter.
-        try vm.runningMachineForControl?.confineCallingThread()
+        try machine?.confineCallingThread()
     } catch {
         Terminal.restore()
         fail(error.description)
@@ -225,7 +233,7 @@ func runToCompletion(_ configuration: VMConfiguration) -> Never {
         printError("lguest: \(output.dropped) bytes of console output were dropped: standard output stopped taking them")
     }
     if let message = reason.message { printError("lguest: \(message)") }
-    exit(reason.exitCode)
+    withExtendedLifetime(machine) { exit(reason.exitCode) }
 }
 
 /// Bad input found before the guest ran: one line, exit code 2.

@@ -93,11 +93,13 @@ struct BlockRig {
     let features: UInt64
 
     /// A rig over `image`; `features: nil` accepts everything the device offers.
-    init(image: BlockScratchImage, readOnly: Bool = false, serial: String? = nil,
+    /// `path` (default: the image itself) is what the device opens: a loop device over the
+    /// image, say.
+    init(image: BlockScratchImage, path: String? = nil, readOnly: Bool = false, serial: String? = nil,
          features: UInt64? = nil) throws {
         self.image = image
         memory = try GuestMemory(size: 0x20_0000)
-        device = try BlockDevice(BlockConfiguration(path: image.path, readOnly: readOnly, serial: serial))
+        device = try BlockDevice(BlockConfiguration(path: path ?? image.path, readOnly: readOnly, serial: serial))
         transport = MMIOTransport(device: device, memory: memory, interrupt: line)
         driver = MockDriver(transport: transport)
         queue = try MockDriverQueue(memory: memory, size: BlockDevice.queueSize, base: 0x10000,

@@ -145,6 +145,8 @@ struct AcpicaTests {
             "Interrupt (ResourceConsumer, Edge, ActiveHigh, Exclusive, ,, )",
             "0x00000004,", "0x00000001,", "0x00000005,", "0x00000007,",
             "Name (\\_S5, Package (0x04)",
+            "OperationRegion (\\TTSR, SystemIO, 0x0603, One)", "Field (\\TTSR, ByteAcc, NoLock, Preserve)",
+            "TTSV,   8", "Method (\\_TTS, 1, NotSerialized)", "\\TTSV = Arg0",
         ] {
             #expect(listing.contains(expected), "DSDT listing lacks \(expected):\n\(listing)")
         }
@@ -206,5 +208,21 @@ struct AcpicaTests {
         let clearAt = try #require(run.output.firstMatch(of: clear), "no WAK_STS clear:\n\(run.output)")
         let sleepAt = try #require(run.output.firstMatch(of: sleep), "no 0x34 to 0x600:\n\(run.output)")
         #expect(clearAt.range.lowerBound < sleepAt.range.lowerBound)
+    }
+
+    /// Linux's reboot notifier evaluates `\_TTS(5)` before every restart, halt and power-off;
+    /// ours must write the 5 to the port the VMM watches. acpiexec logs the region access
+    /// (ACPI_LV_OPREGION) but not its value; it keeps what was written, so reading the field
+    /// back shows the value.
+    @Test("\\_TTS(5) writes 5 to the transition port")
+    func transitionToState() throws {
+        let workspace = try AcpicaWorkspace(files: try tableFiles(sampleConfiguration))
+        let run = try workspace.run("acpiexec", ["-x", "0x00000800", "-b", "evaluate \\_TTS 5; evaluate \\TTSV",
+                                                 "APIC.dat", "DSDT.dat", "FACP.dat"])
+        #expect(run.status == 0, "acpiexec exited \(run.status):\n\(run.output)")
+        let port = "0x" + String(PlatformPorts.transitionToState, radix: 16)
+        #expect(run.output.contains("Operation Region request on SystemIO at \(port), BitWidth 0x8"), "\(run.output)")
+        let readBack = try #require(run.output.range(of: "Evaluating \\TTSV"), "\(run.output)")
+        #expect(run.output[readBack.upperBound...].contains("[Integer] = 0000000000000005"), "\(run.output)")
     }
 }

@@ -231,7 +231,7 @@ struct LimitTests {
         let full = try AcpiTables(config)
         let needed = full.end.offset(from: full.rsdpAddress)!
         // Exactly enough room fits; 16 bytes less does not.
-        let tight = GuestAddress(0x10_0000 - needed).alignedDown(to: 16)
+        let tight = GuestAddress(AcpiLayout.limit.rawValue - needed).alignedDown(to: 16)
         #expect(throws: Never.self) { try AcpiTables(config, at: tight) }
         #expect(throws: AcpiError.doesNotFit(needed: needed, base: tight + 16, limit: AcpiLayout.limit)) {
             try AcpiTables(config, at: tight + 16)

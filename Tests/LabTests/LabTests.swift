@@ -2,7 +2,7 @@
 //
 // One run of Lab/scenarios/boot.sh serves every test here: lab.sh boots the lab host once (or,
 // on a host with hardware-virtualized /dev/kvm, runs the scenario directly), and the scenario
-// runs lguest four times. Each test reads its own run's markers from the serial log; the guest's
+// runs lguest three times. Each test reads its own run's markers from the serial log; the guest's
 // /init (Lab/guest/check-init.sh) reports what the guest itself saw in an LGUEST-CHECK line.
 //
 // Environment:
@@ -26,6 +26,24 @@ struct LabTests {
         expectMemoryNear256MiB(check, run)
         #expect(check.cmdline == "console=ttyS0 quiet panic=0 lguest.action=poweroff lguest.tag=modern",
                 "the guest's /proc/cmdline must be exactly --cmdline\n\(run.context)")
+        expectCleanLog(run)
+    }
+
+    /// The guest kernel's log has no warning lguest causes. One is the lab's own: under nested
+    /// KVM on QEMU's emulated SVM the guest's XSETBV never reaches L2's KVM, so CPUID 0xD's
+    /// size stays at the x87/SSE one and Linux warns `XSAVE consistency problem` from
+    /// fpu/xstate.c; QEMU with `-cpu host` prints the same in the same lab (qemu-microvm.sh).
+    private func expectCleanLog(_ run: GuestRun) {
+        let log = run.lines.compactMap { line in line.range(of: "LGUEST-DMESG ").map { String(line[$0.upperBound...]) } }
+        let warnings = log.filter { $0.contains("WARNING:") }
+        let labOnly = warnings.filter { $0.contains("fpu/xstate.c") }
+        #expect(run.lines.contains { $0.contains("LGUEST-LOG ") }, "the guest printed no LGUEST-LOG line\n\(run.context)")
+        #expect(warnings.count == labOnly.count, "the guest kernel warned: \(warnings)\n\(run.context)")
+        if LabEnvironment.runsInLab == false {
+            #expect(labOnly.isEmpty, "with hardware KVM there must be no XSAVE warning: \(warnings)\n\(run.context)")
+        }
+        #expect(!run.lines.contains { $0.contains("LGUEST-LOG ") && !$0.contains("unknown_parameters=0") },
+                "the kernel met an unknown parameter\n\(run.context)")
     }
 
     @Test("classic form: lguest --initrd=FILE 256 KERNEL ARGS... boots with 1 CPU")
@@ -37,14 +55,6 @@ struct LabTests {
         expectMemoryNear256MiB(check, run)
         #expect(check.cmdline == "console=ttyS0 quiet lguest.action=poweroff lguest.tag=classic",
                 "the guest's /proc/cmdline must be the kernel arguments joined by spaces\n\(run.context)")
-    }
-
-    @Test("a guest reboot ends lguest with status 0")
-    func reboot() async throws {
-        let run = try await BootScenario.run("reboot")
-        let check = try run.requireCheck()
-        #expect(check.cmdline.contains("lguest.tag=reboot"), "\(run.context)")
-        #expect(run.exitStatus == 0, "lguest should exit 0 when the guest reboots\n\(run.context)")
     }
 
     @Test("a guest panic (reported through pvpanic) ends lguest with status 1 and says so")
@@ -97,6 +107,15 @@ enum LabEnvironment {
         }
     }
 
+    /// Whether the scenarios run in the lab (emulated SVM) rather than on this host's KVM.
+    static var runsInLab: Bool {
+        switch environment["LGUEST_LAB_MODE"] ?? "auto" {
+        case "lab": return true
+        case "direct": return false
+        default: return !hasHardwareKVM
+        }
+    }
+
     /// Whether `command` is on PATH.
     static func onPath(_ command: String) -> Bool {
         (environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").contains {
@@ -143,6 +162,8 @@ struct GuestRun: Sendable {
     var exitStatus: Int?
     var check: GuestCheck?
     var stderrLastLine: String
+    /// The run's part of the log, from LAB-BEGIN to LAB-END.
+    var lines: [String]
     /// The run's part of the log and where the whole log is, for failure messages.
     var context: String
 
@@ -155,14 +176,18 @@ struct LabFailure: Error, CustomStringConvertible {
     var description: String
 }
 
-/// The boot checks: modern, classic, reboot and panic runs.
+/// The boot checks: modern, classic and panic runs.
 let BootScenario = LabScenario(name: "boot", guestInit: "check-init.sh")
+/// The reboot checks: one run per method (default, k, a, t, e, b), named reboot-METHOD.
+let RebootScenario = LabScenario(name: "reboot", guestInit: "check-init.sh")
 /// The virtio checks: block, read-only block, rng and console, in one run named "virtio".
 let VirtioScenario = LabScenario(name: "virtio", guestInit: "virtio-init.sh")
 /// The network checks: a TAP made by lguest's --tunnet, pinged and fetched from by the guest.
 let NetScenario = LabScenario(name: "net", guestInit: "net-init.sh")
 /// Firecracker's API: the VM configured and driven through the socket by curl in the lab host.
 let ApiScenario = LabScenario(name: "api", guestInit: "api-init.sh", extraArguments: ["--host-tool", "curl"])
+/// The lab host's Debian tools (curl, socat, python3, fio, iperf3) from its own disk.
+let L2ToolsScenario = LabScenario(name: "l2-tools", guestInit: "check-init.sh", extraArguments: ["--with-l2-disk"])
 /// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
@@ -212,6 +237,7 @@ final class LabScenario: Sendable {
             exitStatus: value(after: "LAB-RESULT \(name) exit=").flatMap { Int($0.trimmingCharacters(in: .whitespaces)) },
             check: segment.lazy.compactMap(GuestCheck.init(line:)).first,
             stderrLastLine: value(after: "LAB-STDERR \(name) ") ?? "",
+            lines: segment,
             context: "--- run \(name) (whole log: \(serialLog.path)) ---\n\(shown)\n---")
     }
 
@@ -252,7 +278,8 @@ final class LabScenario: Sendable {
             note("Lab/lab.sh \(mode) exited \(status) after \(Int(Date().timeIntervalSince(started))) s")
             let log = (try? String(contentsOf: serialLog, encoding: .utf8)) ?? ""
             let lines = log.replacingOccurrences(of: "\r", with: "").components(separatedBy: "\n")
-            if !lines.contains(where: { $0.contains("LAB-BEGIN ") }) {
+            // A scenario that ran prints LAB-BEGIN (lab_run) or at least LAB-DONE (lab.sh, after it).
+            if !lines.contains(where: { $0.contains("LAB-BEGIN ") || $0.contains("LAB-DONE") }) {
                 let labLines = ((try? String(contentsOf: labOutput, encoding: .utf8)) ?? "")
                     .split(separator: "\n").filter { $0.hasPrefix("lab.sh:") }.suffix(5)
                 return .failure(LabFailure(description: "the lab did not run the scenario (lab.sh exit \(status)):\n"

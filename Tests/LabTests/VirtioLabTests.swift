@@ -38,6 +38,14 @@ struct VirtioLabTests {
         #expect(v["host-readonly-unchanged"] == "yes", "the read-only image file changed\n\(run.context)")
     }
 
+    @Test("the guest's command line is the user's, and its kernel met no unknown parameter")
+    func commandLineIsTheUsers() async throws {
+        let (run, v, lines) = try await Self.report()
+        let seen = lines.lazy.compactMap { line in line.range(of: "LGUEST-VIRTIO-CMDLINE ").map { String(line[$0.upperBound...]) } }.first
+        #expect(seen == "console=ttyS0 quiet panic=0", "\(run.context)")
+        #expect(v["unknown_parameters"] == "0", "\(run.context)")
+    }
+
     @Test("/dev/hwrng is virtio-rng and yields bytes")
     func rng() async throws {
         let (run, v, _) = try await Self.report()

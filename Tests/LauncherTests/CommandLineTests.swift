@@ -38,6 +38,34 @@ struct GuestLifecycleTests {
         #expect(result.stderr.contains("triple-fault"))
     }
 
+    @Test("a triple fault after \\_TTS(5) announced a shutdown is a reboot (reboot=t): exit 0")
+    func tripleFaultAfterAnnouncedShutdownIsAReboot() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.announceThenTripleFault(state: 5)), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("about to fault"))
+        #expect(result.stderr.isEmpty)
+    }
+
+    @Test("a triple fault after \\_TTS(3), a suspend, is still a crash: exit 1")
+    func tripleFaultAfterAnnouncedSuspendIsACrash() throws {
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.announceThenTripleFault(state: 3)), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("triple-fault"))
+    }
+
+    @Test("a block device as a disk: opened, served under the sandbox, the guest powers off",
+          .enabled(if: LoopDevice.available, "no loop devices here"))
+    func blockDeviceDisk() throws {
+        let image = try Tool.temporaryFile([UInt8](repeating: 0, count: 1 << 20), name: "disk.img")
+        let loop = try LoopDevice(file: image)
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.helloThenPowerOff()), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64", "--disk", loop.path])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stderr.isEmpty)
+    }
+
     @Test func pvpanicExitsOneSayingTheGuestPanicked() throws {
         let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.panic()), name: "tiny.elf")
         let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64"])
@@ -169,6 +197,22 @@ struct GuestLifecycleTests {
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", ",readonly"], mentioning: ["path"])
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "\(image),bw=fast/1000"], mentioning: ["bw", "'fast'"])
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "\(image),ops=1/2/3/4"], mentioning: ["ops", "REFILL_MS"])
+    }
+
+    @Test("a block device that is read-only, or busy, is refused with one line",
+          .enabled(if: LoopDevice.available, "no loop devices here"))
+    func badBlockDevices() throws {
+        let image = try Tool.temporaryFile([UInt8](repeating: 0, count: 65536), name: "disk.img")
+        let readOnly = try LoopDevice(file: image, readOnly: true)
+        try expectRefusal(["run", "--kernel", tinyKernel, "--disk", readOnly.path],
+                          mentioning: [readOnly.path, "read-only", "\(readOnly.path),readonly"])
+        let other = try Tool.temporaryFile([UInt8](repeating: 0, count: 65536), name: "disk.img")
+        let loop = try LoopDevice(file: other)
+        // Opened exclusively by someone else (here, a descriptor of our own with O_EXCL).
+        let holder = open(loop.path, O_RDONLY | O_EXCL)
+        try #require(holder >= 0)
+        defer { close(holder) }
+        try expectRefusal(["run", "--kernel", tinyKernel, "--disk", loop.path], mentioning: [loop.path, "busy"])
     }
 
     @Test func badNetworks() throws {

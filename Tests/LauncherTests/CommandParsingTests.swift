@@ -30,6 +30,16 @@ import Testing
         #expect(configuration.networks == [NetConfiguration(tap: .existing("lg0"), mac: try MACAddress("52:54:00:12:34:56"))])
     }
 
+    @Test("the command line is the user's; virtio_mmio.device= only with --virtio-cmdline")
+    func virtioOnTheCommandLineIsOptIn() throws {
+        let plain = try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", "a.img", "--cmdline", "quiet"])
+        #expect(!plain.virtioOnCommandLine && plain.commandLine == "quiet")
+        let classic = try Lguest.configuration(from: ["--block=a.img", "64", "k", "quiet"])
+        #expect(!classic.virtioOnCommandLine)
+        let asked = try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", "a.img", "--virtio-cmdline"])
+        #expect(asked.virtioOnCommandLine)
+    }
+
     @Test func badOptionValuesAreCommandLineErrorsNamingTheValue() {
         #expect(throws: CommandLineError("--disk a.img,sideways: unknown flag 'sideways' (known: readonly, bw=, ops=)")) {
             try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", "a.img,sideways"])

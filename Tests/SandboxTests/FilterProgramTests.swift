@@ -108,6 +108,21 @@ let kill = UInt32(SECCOMP_RET_KILL_PROCESS)
         #expect(try verdict(.init(number: SYS_futex, arguments: [0, UInt64(FUTEX_CMP_REQUEUE), 0, 0, 0, 0])) == kill)
     }
 
+    /// The I/O thread may discard on the disks that are block devices, and on nothing else.
+    @Test func theIOThreadDiscardsOnlyOnBlockDevices() throws {
+        let program = ThreadSandbox.io(process: 1, blockDevices: [8, 12]).program()
+        func ioctl(_ fd: UInt64, _ request: UInt) throws -> UInt32 {
+            try Interpreter.run(program, .init(number: SYS_ioctl, arguments: [fd, UInt64(request), 0, 0, 0, 0]))
+        }
+        #expect(try ioctl(8, LG_BLKDISCARD) == allow)
+        #expect(try ioctl(12, LG_BLKDISCARD) == allow)
+        #expect(try ioctl(9, LG_BLKDISCARD) == kill)
+        #expect(try ioctl(8, LG_BLKGETSIZE64) == kill)
+        #expect(try ioctl(0, UInt(TCSETS)) == allow)
+        let withoutDisks = ThreadSandbox.io(process: 1).program()
+        #expect(try Interpreter.run(withoutDisks, .init(number: SYS_ioctl, arguments: [8, UInt64(LG_BLKDISCARD), 0, 0, 0, 0])) == kill)
+    }
+
     /// lguest's own filters compile, fit the kernel's limit, and behave on a sample of calls.
     @Test func lguestsFiltersCompileAndFit() throws {
         let process: pid_t = 4242
@@ -149,7 +164,7 @@ let kill = UInt32(SECCOMP_RET_KILL_PROCESS)
 
     static let filters = [
         "vCPU threads": ThreadSandbox.vcpu(descriptor: 7, taps: [9], process: 1),
-        "The I/O thread": ThreadSandbox.io(process: 1),
+        "The I/O thread": ThreadSandbox.io(process: 1, blockDevices: [8]),
         "The main thread": ThreadSandbox.main(process: 1),
         "The console writer": ThreadSandbox.consoleWriter(process: 1),
         "The watcher thread": ThreadSandbox.watcher(process: 1),

@@ -65,6 +65,12 @@ public enum TinyGuest {
     /// a triple fault.
     public static func tripleFault() -> [UInt8] { print("about to fault\n") + ud2 + spin }
 
+    /// Writes `state` to the `\_TTS` port (0x603), as the DSDT's `\_TTS(state)` would, then
+    /// triple-faults: with state 5 that is Linux's `reboot=t`.
+    public static func announceThenTripleFault(state: UInt8) -> [UInt8] {
+        out(0x603, state) + print("about to fault\n") + ud2 + spin
+    }
+
     /// Tells the pvpanic device the kernel panicked.
     public static func panic() -> [UInt8] { print("panicking\n") + out(0x505, 1) + spin }
 

@@ -16,6 +16,7 @@
 #include <linux/audit.h>
 #include <linux/capability.h>
 #include <linux/futex.h>
+#include <linux/fs.h>
 #include <net/if.h>
 #include <sys/eventfd.h>
 #include <sys/epoll.h>
@@ -82,6 +83,11 @@ static const unsigned long LG_SIOCSIFADDR = SIOCSIFADDR;
 static const unsigned long LG_SIOCSIFNETMASK = SIOCSIFNETMASK;
 static const unsigned long LG_SIOCGIFFLAGS = SIOCGIFFLAGS;
 static const unsigned long LG_SIOCSIFFLAGS = SIOCSIFFLAGS;
+
+// Block devices (linux/fs.h): the size, the read-only flag, and a discard.
+static const unsigned long LG_BLKGETSIZE64 = BLKGETSIZE64;
+static const unsigned long LG_BLKROGET = BLKROGET;
+static const unsigned long LG_BLKDISCARD = BLKDISCARD;
 
 // MARK: - Seccomp and capabilities
 

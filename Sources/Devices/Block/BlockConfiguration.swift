@@ -31,12 +31,17 @@ public enum BlockError: Error, Equatable, Sendable, CustomStringConvertible {
     case permissionDenied(path: String)
     /// `path` names a directory.
     case isDirectory(path: String)
-    /// `path` names something other than a regular file (a device, a FIFO, a socket).
+    /// `path` names something other than a regular file or a block device (a character
+    /// device, a FIFO, a socket).
     case notRegularFile(path: String)
     /// A writable disk on a read-only filesystem (EROFS).
     case readOnlyFileSystem(path: String)
     /// Another process (another VM, most likely) holds a conflicting lock on the image.
     case inUse(path: String)
+    /// A block device that is mounted or opened exclusively elsewhere (EBUSY on O_EXCL).
+    case deviceBusy(path: String)
+    /// A block device that is read-only (`BLKROGET`), given as a writable disk.
+    case readOnlyDevice(path: String)
     /// The serial number does not fit the 20 bytes GET_ID has room for.
     case serialTooLong(String)
     /// Anything else the host said while opening or inspecting the image.
@@ -51,11 +56,15 @@ public enum BlockError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .isDirectory(path):
             return "disk image \(path) is a directory"
         case let .notRegularFile(path):
-            return "disk image \(path) is not a regular file"
+            return "disk image \(path) is not a regular file or a block device"
         case let .readOnlyFileSystem(path):
             return "cannot open disk image \(path) for writing: read-only file system (open it read-only)"
         case let .inUse(path):
             return "disk image \(path) is in use by another process"
+        case let .deviceBusy(path):
+            return "block device \(path) is busy: mounted, or opened exclusively by another program"
+        case let .readOnlyDevice(path):
+            return "block device \(path) is read-only: give it as \(path),readonly"
         case let .serialTooLong(serial):
             return "disk serial \"\(serial)\" is longer than \(BlockDevice.idBytes) bytes"
         case let .system(path, errno):

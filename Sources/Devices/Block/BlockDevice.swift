@@ -168,6 +168,13 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
 
     // MARK: - What tests and the launcher can see
 
+    /// The descriptor of the block device served, for the I/O thread's filter (which lets
+    /// `BLKDISCARD` through on it alone); nil for an image file.
+    public var blockDeviceDescriptor: CInt? { file.isBlockDevice ? file.fd : nil }
+
+    /// The disk's size in bytes, as read at open (a file's length, a device's size).
+    public var imageSize: UInt64 { file.size }
+
     /// Everything counted so far.
     public var statistics: BlockStatistics { counters.withLock { $0 } }
 

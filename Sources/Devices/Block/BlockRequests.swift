@@ -254,12 +254,16 @@ extension BlockDevice {
         error.code == EOPNOTSUPP || error.code == ENOSYS
     }
 
-    /// Deallocates the range. A discard is a hint: where the filesystem cannot punch holes the
-    /// data simply stays, and the request still succeeds.
+    /// Deallocates the range: punches a hole in a file, `BLKDISCARD`s a block device. A
+    /// discard is a hint: where the filesystem or the device cannot do it the data simply
+    /// stays, and the request still succeeds.
     private func discard(_ range: Range, state: inout State) -> SystemError? {
         guard !state.punchHoleUnsupported else { return nil }
-        switch file.fallocate(mode: FallocateMode.punchHole | FallocateMode.keepSize,
-                              offset: range.offset, length: range.length) {
+        let done = file.isBlockDevice
+            ? file.discardBlocks(offset: range.offset, length: range.length)
+            : file.fallocate(mode: FallocateMode.punchHole | FallocateMode.keepSize,
+                             offset: range.offset, length: range.length)
+        switch done {
         case .success: return nil
         case let .failure(error) where Self.isUnsupported(error):
             state.punchHoleUnsupported = true

@@ -8,23 +8,31 @@ public final class DebugPort: BusDevice {
     public func write(offset: UInt64, from data: UnsafeRawBufferPointer) {}
 }
 
-/// The ACPI hardware-reduced sleep and reset registers the FADT points at.
+/// The ACPI hardware-reduced sleep and reset registers the FADT points at, and the byte the
+/// DSDT's `\_TTS` writes.
 ///
 /// Linux powers off by writing `SLP_TYP << 2 | SLP_EN` to the sleep control register, with
 /// SLP_TYP taken from the DSDT's `\_S5_` package; it resets by writing the FADT's reset value
-/// to the reset register.
+/// to the reset register. Before either (and before a halt) it evaluates `\_TTS(5)`, which
+/// writes 5 to the transition register: the guest has announced that it is going down.
 public final class ACPIPowerDevice: BusDevice {
     /// Offsets within the device's window.
     public let sleepControlOffset: UInt64
     public let sleepStatusOffset: UInt64
     public let resetOffset: UInt64
+    public let transitionOffset: UInt64
     public let powerOffValue: UInt8
     public let resetValue: UInt8
+    /// The sleep state whose announcement through `\_TTS` means "going down" (S5).
+    public let softOffState: UInt8
     private let power: PowerControl
 
     public init(power: PowerControl, sleepControlOffset: UInt64, sleepStatusOffset: UInt64,
-                resetOffset: UInt64, powerOffValue: UInt8, resetValue: UInt8) {
+                resetOffset: UInt64, transitionOffset: UInt64, powerOffValue: UInt8,
+                resetValue: UInt8, softOffState: UInt8) {
         self.power = power
+        self.transitionOffset = transitionOffset
+        self.softOffState = softOffState
         self.sleepControlOffset = sleepControlOffset
         self.sleepStatusOffset = sleepStatusOffset
         self.resetOffset = resetOffset
@@ -42,6 +50,7 @@ public final class ACPIPowerDevice: BusDevice {
         switch offset {
         case sleepControlOffset where value == powerOffValue: power.requestStop(.powerOff)
         case resetOffset where value == resetValue: power.requestStop(.reboot)
+        case transitionOffset where value == softOffState: power.noteShutdownAnnounced()
         default: break
         }
     }

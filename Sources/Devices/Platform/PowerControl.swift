@@ -7,12 +7,13 @@ import Glibc
 public enum StopReason: Sendable, Equatable {
     /// The guest powered itself off (ACPI S5).
     case powerOff
-    /// The guest asked to reboot (keyboard controller reset, ACPI reset register). lguest, like
+    /// The guest asked to reboot (keyboard controller reset, ACPI reset register, the reset
+    /// vector's code, or a triple fault after it announced its shutdown). lguest, like
     /// Firecracker, ends the VM then: a fresh boot is a fresh process.
     case reboot
     /// The guest kernel told us it panicked (pvpanic).
     case guestPanic
-    /// The vCPU triple-faulted.
+    /// The vCPU triple-faulted without the guest having announced a shutdown.
     case tripleFault(vcpu: Int)
     /// The VM cannot continue: KVM or the VMM failed. The string is the one-line reason.
     case failure(String)
@@ -25,6 +26,7 @@ public final class PowerControl: @unchecked Sendable {
     // @unchecked: `semaphore` is a POSIX semaphore, safe to post/wait from any thread; `reason`
     // is behind a Mutex.
     private let reason = Mutex<StopReason?>(nil)
+    private let announced = Atomic<Bool>(false)
     private let semaphore: UnsafeMutablePointer<sem_t>
 
     public init() {
@@ -46,6 +48,13 @@ public final class PowerControl: @unchecked Sendable {
         }
         if first { sem_post(semaphore) }
     }
+
+    /// The guest said, through ACPI `\_TTS(5)`, that it is about to restart, halt or power off.
+    public func noteShutdownAnnounced() { announced.store(true, ordering: .releasing) }
+
+    /// Whether the guest has announced a shutdown: a triple fault after that is how it chose to
+    /// reset the machine (Linux's `reboot=t`), not a crash.
+    public var shutdownAnnounced: Bool { announced.load(ordering: .acquiring) }
 
     /// The reason, if one was reported.
     public var stopReason: StopReason? { reason.withLock { $0 } }
