@@ -41,7 +41,9 @@ waitfor() {
 
 start=$(lab_uptime)
 echo "LAB-BEGIN api uptime=$start"
-timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" --api-sock "$SOCK" --id lab-api >"$CONSOLE" 2>"$LAB_TMP/api.err" &
+# The log goes to a file of its own: in the console's file its lines would split the guest's.
+timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" --api-sock "$SOCK" --id lab-api --log-path "$LAB_TMP/api.log" \
+    >"$CONSOLE" 2>"$LAB_TMP/api.err" &
 pid=$!
 waitfor 30 test -S "$SOCK" || echo "LAB-API-ERROR no socket"
 api GET /

@@ -43,8 +43,9 @@ public final class VirtualMachine: Sendable {
     public let configuration: VMConfiguration
     private let connection: ConsoleConnection
     private let machine = Mutex<Machine?>(nil)
-    private let current = Mutex<State>(.notStarted)
-    private let observers = Mutex<[@Sendable (State) -> Void]>([])
+    /// The state and who watches it, under one lock: an observer added as the VM stops is
+    /// called exactly once, by `observeState` or by `set`.
+    private let watched = Mutex<(state: State, observers: [@Sendable (State) -> Void])>((.notStarted, []))
     private let stopped = StopSignal()
     private let watcher = Mutex<MachineThread?>(nil)
 
@@ -55,22 +56,30 @@ public final class VirtualMachine: Sendable {
         self.connection = console
     }
 
-    public var state: State { current.withLock { $0 } }
+    public var state: State { watched.withLock { $0.state } }
 
-    /// Calls `handler` (on the thread that made the change) each time the state changes.
+    /// Calls `handler` (on the thread that made the change) each time the state changes; for a
+    /// VM that has already stopped, once, at once.
     public func observeState(_ handler: @escaping @Sendable (State) -> Void) {
-        observers.withLock { $0.append(handler) }
+        let now = watched.withLock { watched -> State in
+            watched.observers.append(handler)
+            return watched.state
+        }
+        if case .stopped = now { handler(now) }
     }
 
     private func set(_ state: State) {
-        current.withLock { $0 = state }
-        for observer in observers.withLock({ $0 }) { observer(state) }
+        let observers = watched.withLock { watched -> [@Sendable (State) -> Void] in
+            watched.state = state
+            return watched.observers
+        }
+        for observer in observers { observer(state) }
     }
 
     /// Builds the machine (reading the kernel, opening disks and TAPs, creating the VM) and
     /// starts it. Input problems are thrown as `LaunchError` before any guest code runs.
     public func start() throws(LaunchError) {
-        guard current.withLock({ $0 }) == .notStarted else { throw .setup("the VM has already been started") }
+        guard state == .notStarted else { throw .setup("the VM has already been started") }
         let machine = try Machine(configuration, console: connection)
         try machine.start()
         self.machine.withLock { $0 = machine }

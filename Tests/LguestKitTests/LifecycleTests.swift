@@ -115,6 +115,11 @@ struct LifecycleTests {
         #expect(vm.waitUntilStopped() == .powerOff)
         #expect(console.text == "hello from a tiny guest\n")
         #expect(throws: VirtualMachine.StateError.self) { try vm.pause() }
+        // Watching a VM that has already stopped hears of it once (a guest can stop before its
+        // starter gets to watch it).
+        let late = Mutex<[VirtualMachine.State]>([])
+        vm.observeState { state in late.withLock { $0.append(state) } }
+        #expect(late.withLock { $0 } == [.stopped(.powerOff)])
     }
 
     @Test func severalVMsRunAtOnceInOneProcess() throws {
