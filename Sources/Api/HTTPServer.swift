@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import Synchronization
 import Sandbox
 import Launcher
 #if canImport(Glibc)
@@ -13,6 +14,8 @@ import Glibc
 /// waits on the VM, so a slow request cannot block another connection, and never a vCPU.
 public final class ApiServer: Sendable {
     public let socketPath: String
+    /// Requests handed to the VMM thread whose answers are not yet written.
+    let pending = PendingResponses()
     let maxPayload: Int
     let group: MultiThreadedEventLoopGroup
     let channel: any Channel
@@ -31,11 +34,12 @@ public final class ApiServer: Sendable {
         self.maxPayload = maxPayload
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.group = group
+        let pending = self.pending
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 16)
             .childChannelInitializer { channel in
                 channel.pipeline.configureHTTPServerPipeline(withErrorHandling: false).flatMap {
-                    channel.pipeline.addHandler(RequestHandler(maxPayload: maxPayload, queue: queue, controller: controller, log: log))
+                    channel.pipeline.addHandler(RequestHandler(maxPayload: maxPayload, queue: queue, controller: controller, log: log, pending: pending))
                 }
             }
         do { channel = try bootstrap.bind(unixDomainSocketPath: socketPath).wait() }
@@ -60,6 +64,13 @@ public final class ApiServer: Sendable {
             close()
             throw ApiStartError("cannot confine the API thread: \(failure)")
         }
+    }
+
+    /// Waits (up to `seconds`) until every answer the VMM thread has given is written: for a
+    /// process about to exit, so that the request that stopped the VM still gets its 204.
+    public func waitForPendingResponses(seconds: Double = 1) {
+        var left = Int(seconds * 1000)
+        while pending.count.load(ordering: .acquiring) > 0, left > 0 { usleep(1000); left -= 1 }
     }
 
     /// Removes the socket file, so that clients see the VMM has gone: what a process does just
@@ -95,9 +106,11 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
     private var tooLarge: Int?
 
     let log: Logger
+    let pending: PendingResponses
 
-    init(maxPayload: Int, queue: VMMQueue, controller: Controller, log: Logger) {
+    init(maxPayload: Int, queue: VMMQueue, controller: Controller, log: Logger, pending: PendingResponses) {
         self.log = log
+        self.pending = pending
         self.maxPayload = maxPayload
         self.queue = queue
         self.controller = controller
@@ -133,6 +146,7 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             let loop = context.eventLoop
             let promise = loop.makePromise(of: ApiResponse.self)
             if let warning = Router.deprecationWarning(request) { log.warning("\(warning)") }
+            pending.count.add(1, ordering: .acquiringAndReleasing)
             let log = self.log
             queue.submit {
                 var started = timespec(), ended = timespec()
@@ -145,9 +159,12 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             }
             let keepAlive = head.isKeepAlive
             let bound = NIOLoopBound((self, context), eventLoop: loop)
+            let pending = self.pending
             promise.futureResult.whenSuccess { response in
                 let (handler, context) = bound.value
-                handler.respond(context: context, response, keepAlive: keepAlive)
+                handler.respond(context: context, response, keepAlive: keepAlive) {
+                    pending.count.subtract(1, ordering: .acquiringAndReleasing)
+                }
             }
         }
     }
@@ -161,7 +178,8 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
         respond(context: context, ApiResponse.failure(failure), keepAlive: false)
     }
 
-    private func respond(context: ChannelHandlerContext, _ response: ApiResponse, keepAlive: Bool) {
+    private func respond(context: ChannelHandlerContext, _ response: ApiResponse, keepAlive: Bool,
+                         written: @escaping @Sendable () -> Void = {}) {
         var headers = HTTPHeaders([("Server", "Firecracker API"), ("Connection", keepAlive ? "keep-alive" : "close")])
         if response.deprecated { headers.add(name: "Deprecation", value: "true") }
         if !response.body.isEmpty {
@@ -176,9 +194,15 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             context.write(wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
         }
         let done = context.writeAndFlush(wrapOutboundOut(.end(nil)))
+        done.whenComplete { _ in written() }
         if !keepAlive {
             let channel = context.channel
             done.whenComplete { _ in channel.close(promise: nil) }
         }
     }
+}
+
+/// How many answers are on their way back to clients.
+final class PendingResponses: Sendable {
+    let count = Atomic<Int>(0)
 }

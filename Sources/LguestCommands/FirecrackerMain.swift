@@ -59,6 +59,7 @@ enum FirecrackerMain {
                 vm.observeState { state in
                     guard case let .stopped(reason) = state else { return }
                     queue.submit {
+                        server.value?.waitForPendingResponses()
                         server.value?.removeSocketFile()
                         output.close()
                         controllerBox.value?.closeSerialOutput()
