@@ -186,6 +186,10 @@ let VirtioScenario = LabScenario(name: "virtio", guestInit: "virtio-init.sh")
 let NetScenario = LabScenario(name: "net", guestInit: "net-init.sh")
 /// The lab host's Debian tools (curl, socat, python3, fio, iperf3) from its own disk.
 let L2ToolsScenario = LabScenario(name: "l2-tools", guestInit: "check-init.sh", labArguments: ["--with-l2-disk"])
+/// The Debian system booted with its own kernel and initrd, powered off and rebooted by systemd.
+/// Systemd under nested emulation is slow: each run may take ten minutes.
+let DebianScenario = LabScenario(name: "debian", guestInit: "check-init.sh",
+                                 labArguments: ["--with-debian-system", "--env", "LAB_RUN_TIMEOUT=600", "--timeout", "1800"])
 /// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
