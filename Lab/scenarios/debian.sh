@@ -14,3 +14,12 @@ for action in poweroff reboot; do
         --initrd "$LAB_FILES/debian-initrd.img" --disk "$ROOT" --memory 512 --cpus 2 \
         --cmdline "root=/dev/vda rw console=ttyS0 lguest.action=$action"
 done
+
+# The same system under QEMU microvm in the same lab, for comparison (its virtio-mmio devices are
+# in its ACPI tables too). Its root is the same disk, through QEMU's own virtio-blk.
+QEMU=$(lab_qemu) || exit 0
+lab_run debian-qemu "$QEMU" -M microvm,acpi=on,pit=on,pic=on,rtc=on -enable-kvm -cpu host \
+    -m 512 -smp 2 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+    -kernel "$LAB_FILES/debian-vmlinuz" -initrd "$LAB_FILES/debian-initrd.img" \
+    -drive "file=$ROOT,if=none,id=root,format=raw" -device virtio-blk-device,drive=root \
+    -append "root=/dev/vda rw console=ttyS0 lguest.action=poweroff"

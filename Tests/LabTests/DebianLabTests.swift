@@ -48,4 +48,14 @@ struct DebianLabTests {
         #expect(run.exitStatus == 0, "\(run.context)")
         #expect(run.stderrLastLine.isEmpty, "\(run.context)")
     }
+
+    /// QEMU microvm boots the same system in the same lab run: the reference for the boot time
+    /// the README gives (systemd-analyze's own numbers, from inside each guest).
+    @Test("QEMU microvm boots the same system to multi-user.target, for comparison")
+    func qemuReference() async throws {
+        let run = try await DebianScenario.run("debian-qemu")
+        #expect(Self.value(run, "LGUEST-DEBIAN ") == "state=running failed=0", "\(run.context)")
+        #expect(run.lines.contains { $0.contains("LGUEST-DEBIAN-ANALYZE multi-user.target reached after") }, "\(run.context)")
+        #expect(run.exitStatus == 0, "\(run.context)")
+    }
 }

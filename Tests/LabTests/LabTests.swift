@@ -189,7 +189,7 @@ let L2ToolsScenario = LabScenario(name: "l2-tools", guestInit: "check-init.sh", 
 /// The Debian system booted with its own kernel and initrd, powered off and rebooted by systemd.
 /// Systemd under nested emulation is slow: each run may take ten minutes.
 let DebianScenario = LabScenario(name: "debian", guestInit: "check-init.sh",
-                                 labArguments: ["--with-debian-system", "--env", "LAB_RUN_TIMEOUT=600", "--timeout", "1800"])
+                                 labArguments: ["--with-debian-system", "--with-qemu", "--env", "LAB_RUN_TIMEOUT=600", "--timeout", "2400"])
 /// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
