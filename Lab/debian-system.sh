@@ -1,7 +1,8 @@
 # A Debian system for lguest to boot (sourced by lab.sh): Debian bookworm with systemd, udev,
 # the cloud kernel and initramfs-tools on an ext4 root image, built once by mmdebstrap from
 # Debian's packages and cached. Its own kernel and initrd (from its /boot) are kept beside it.
-# A unit in the image reports from inside once the boot is over and then does what
+# Its default target is multi-user.target, as a server's is. A unit in the image reports from
+# inside once the boot is over and then does what
 # lguest.action= on the kernel command line says (poweroff, reboot).
 
 DEBIAN_SYSTEM_PACKAGES="systemd-sysv udev linux-image-cloud-amd64 initramfs-tools iproute2"
@@ -17,15 +18,17 @@ debian_system_path() {
 }
 
 # The script the image's lguest-report.service runs (through systemd-run, so that the boot is
-# over when it asks): markers on ttyS0, then the action.
+# over when it asks): markers on the console, then the action.
 debian_system_report() {
     cat <<'REPORT'
 #!/bin/sh
-exec >/dev/ttyS0 2>&1
+# /dev/console, not /dev/ttyS0: serial-getty's vhangup() cuts off whoever else has ttyS0 open,
+# but spares descriptors opened through the console.
+exec >/dev/console 2>&1
 state=$(systemctl is-system-running --wait)
 echo "LGUEST-DEBIAN state=$state failed=$(systemctl --failed --no-legend | wc -l)"
 echo "LGUEST-DEBIAN-ROOT $(findmnt -n -o SOURCE,FSTYPE /)"
-echo "LGUEST-DEBIAN-ANALYZE $(systemd-analyze | head -n 1)"
+systemd-analyze | sed 's/^/LGUEST-DEBIAN-ANALYZE /'
 ip -br addr | sed 's/^/LGUEST-DEBIAN-IP /'
 case " $(cat /proc/cmdline) " in
 *" lguest.action=poweroff "*) systemctl poweroff ;;
@@ -50,6 +53,7 @@ build_debian_system() {
         --customize-hook='chmod 755 "$1/usr/local/bin/lguest-report"' \
         --customize-hook='printf "[Unit]\nDescription=lguest lab report\n[Service]\nType=oneshot\nExecStart=/usr/bin/systemd-run --on-active=1 /usr/local/bin/lguest-report\n[Install]\nWantedBy=multi-user.target\n" >"$1/etc/systemd/system/lguest-report.service"' \
         --customize-hook='chroot "$1" systemctl enable lguest-report.service' \
+        --customize-hook='chroot "$1" systemctl set-default multi-user.target' \
         --customize-hook='echo lguest-debian >"$1/etc/hostname"; echo "/dev/vda / ext4 rw 0 1" >"$1/etc/fstab"' \
         --customize-hook='chroot "$1" passwd -d root' \
         "$L2_DISK_SUITE" "$root" >&2 || { rm -rf "$DEBIAN_SYSTEM"; die "mmdebstrap failed"; }

@@ -43,27 +43,35 @@ commands:
       Default modules: $GUEST_MODULES
 
   run --vmm PATH --scenario SCRIPT [--guest-init SCRIPT]... [--files DIR] [--env NAME=VALUE]...
-      [--host-tool PROGRAM]... [--log FILE] [--timeout SECONDS] [--with-qemu] [--with-l2-disk]
+      [--host-tool PROGRAM]... [--log FILE] [--timeout SECONDS] [--with-qemu] [--with-l2-disk] [--with-debian-system]
       Run SCRIPT inside the lab host (L2) with LGUEST, GUEST_KERNEL, LAB_FILES and LAB_LIB set.
       --guest-init builds an L3 initramfs from that script into LAB_FILES, named after it:
       check-init.sh -> check.cpio.gz. --with-qemu also puts qemu-system-x86_64 into L2 (for
       -M microvm). --host-tool copies a program of this host (curl, say) with its libraries into
       L2's /lab/bin. --with-l2-disk gives L2 the Debian userland of 'l2-disk' (built if need be).
       Exits 0 when the scenario finished (LAB-DONE), 1 when the lab failed, 124 on timeout
-      (default ${DEFAULT_TIMEOUT:-900} s).
+      (default ${DEFAULT_TIMEOUT:-900} s). --with-debian-system gives L2 the image of
+      'debian-system' as its last disk, and its kernel and initrd as debian-vmlinuz and
+      debian-initrd.img in LAB_FILES.
 
   l2-disk [--check]
       Build the lab host's disk once: Debian $L2_DISK_SUITE with $L2_DISK_PACKAGES
       (mmdebstrap, squashfs; cached). Prints its path. --check: exit 1 unless it is cached.
 
+  debian-system [--check]
+      Build a Debian system for lguest once: $DEBIAN_SYSTEM_PACKAGES on an ext4
+      root image, with its kernel and initrd beside it (cached). Prints its directory.
+
   direct --vmm PATH --scenario SCRIPT [--guest-init SCRIPT]... [--files DIR] [--env NAME=VALUE]...
       [--log FILE]
       Run the same scenario on this host, which must have hardware-virtualized /dev/kvm.
 
-  shell [--vmm PATH] [--qemu] [--memory MIB] [--cpus N]
+  shell [--vmm PATH] [--qemu | --debian] [--memory MIB] [--cpus N]
       Interactive: boot a guest with a busybox shell on its console under the VMM (default
       $REPO_DIR/.build/debug/lguest), in the lab or directly. --qemu boots it under QEMU
-      microvm instead. 'poweroff -f' in the guest ends everything.
+      microvm instead. 'poweroff -f' in the guest ends everything. --debian boots the Debian
+      system of 'debian-system' (systemd, root on a disk) to a login prompt on ttyS0 instead:
+      log in as root (no password); 'poweroff' ends it. In the lab only, for now.
 
 environment:
   LGUEST_LAB_CACHE   cache directory (default \$HOME/.cache/lguest-lab; now $CACHE)
@@ -73,6 +81,8 @@ EOF
 DEFAULT_TIMEOUT=900
 # shellcheck source=l2-disk.sh
 . "$LAB_DIR/l2-disk.sh"
+# shellcheck source=debian-system.sh
+. "$LAB_DIR/debian-system.sh"
 
 die() { echo "$PROG: $*" >&2; exit 2; }
 usage_error() { echo "$PROG: $*" >&2; echo "try 'Lab/$PROG --help'" >&2; exit 64; }
@@ -468,7 +478,7 @@ EOF
 # Parses the options run, direct and shell share. Sets VMM SCENARIO FILES LOG TIMEOUT WITH_QEMU
 # GUEST_INITS ENVS.
 parse_run_options() {
-    VMM='' SCENARIO='' FILES='' LOG='' TIMEOUT=$DEFAULT_TIMEOUT WITH_QEMU=false WITH_L2_DISK=false
+    VMM='' SCENARIO='' FILES='' LOG='' TIMEOUT=$DEFAULT_TIMEOUT WITH_QEMU=false WITH_L2_DISK=false WITH_DEBIAN_SYSTEM=false
     GUEST_INITS=() ENVS=() HOST_TOOLS=()
     while [[ $# -gt 0 ]]; do
         case $1 in
@@ -490,6 +500,7 @@ parse_run_options() {
         --timeout=*) TIMEOUT=${1#*=} ;;
         --with-qemu) WITH_QEMU=true ;;
         --with-l2-disk) WITH_L2_DISK=true ;;
+        --with-debian-system) WITH_DEBIAN_SYSTEM=true ;;
         -h | --help) usage; exit 0 ;;
         *) usage_error "$CMD: unknown argument $1" ;;
         esac
@@ -574,6 +585,11 @@ build_l2() { # WORK MODE
     write_env "$stage/lab/etc/env"
     stage_files "$stage/lab/files"
     add_host_tools "$stage"
+    if $WITH_DEBIAN_SYSTEM; then
+        build_debian_system
+        cp "$DEBIAN_SYSTEM/vmlinuz" "$stage/lab/files/debian-vmlinuz"
+        cp "$DEBIAN_SYSTEM/initrd.img" "$stage/lab/files/debian-initrd.img"
+    fi
     pack "$stage" "$work/run.cpio.gz"
     if $WITH_QEMU; then
         build_l2_qemu
@@ -592,6 +608,10 @@ qemu_l2_command() { # INITRD
         -vga none -nic none -kernel "$KERNEL" -initrd "$1" -append "$L2_APPEND")
     if $WITH_L2_DISK; then
         QEMU_COMMAND+=(-drive "file=$L2_DISK,if=virtio,format=raw,readonly=on")
+    fi
+    # The Debian system's root image, L2's last disk; snapshot=on keeps the cached image as built.
+    if $WITH_DEBIAN_SYSTEM; then
+        QEMU_COMMAND+=(-drive "file=$DEBIAN_SYSTEM/root.img,if=virtio,format=raw,snapshot=on")
     fi
 }
 
@@ -666,12 +686,13 @@ cmd_direct() {
 # --- shell ---------------------------------------------------------------------------------------
 
 cmd_shell() {
-    local vmm=$REPO_DIR/.build/debug/lguest use_qemu=false memory=256 cpus=2 mode=${LGUEST_LAB_MODE:-auto}
+    local vmm=$REPO_DIR/.build/debug/lguest use_qemu=false debian=false memory=256 cpus=2 mode=${LGUEST_LAB_MODE:-auto}
     while [[ $# -gt 0 ]]; do
         case $1 in
         --vmm) need_arg "$@"; vmm=$2; shift ;;
         --vmm=*) vmm=${1#*=} ;;
         --qemu) use_qemu=true ;;
+        --debian) debian=true ;;
         --memory) need_arg "$@"; memory=$2; shift ;;
         --cpus) need_arg "$@"; cpus=$2; shift ;;
         -h | --help) usage; exit 0 ;;
@@ -682,6 +703,10 @@ cmd_shell() {
     CMD=shell
     local args=(--scenario "$LAB_DIR/scenarios/shell.sh" --guest-init "$LAB_DIR/guest/shell-init.sh"
         --env "SHELL_MEMORY=$memory" --env "SHELL_CPUS=$cpus")
+    if $debian; then
+        $use_qemu && usage_error "shell: --debian boots under lguest only"
+        args+=(--with-debian-system --env SHELL_SYSTEM=debian)
+    fi
     if $use_qemu; then
         args+=(--with-qemu --env SHELL_VMM=qemu)
         # The VMM is not needed; take it along when it is there.
@@ -701,6 +726,7 @@ cmd_shell() {
     WORK=$work
     trap 'rm -rf "$WORK"' EXIT
     if [[ $mode == direct ]]; then
+        $debian && die "shell --debian runs in the lab for now (its root disk is one of the lab host's disks)"
         stage_files "$work/files"
         write_env "$work/env"
         run_scenario_here "$work"
@@ -747,6 +773,7 @@ main() {
     direct) cmd_direct "$@" ;;
     shell) cmd_shell "$@" ;;
     l2-disk) cmd_l2_disk "$@" ;;
+    debian-system) cmd_debian_system "$@" ;;
     -h | --help | help) usage ;;
     *) usage_error "unknown command $cmd" ;;
     esac

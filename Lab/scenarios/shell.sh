@@ -15,5 +15,12 @@ if [ "${SHELL_VMM:-lguest}" = qemu ]; then
         -chardev stdio,id=console,signal=off -serial chardev:console \
         -kernel "$GUEST_KERNEL" -initrd "$INITRD" -append "$CMDLINE"
 fi
+if [ "${SHELL_SYSTEM:-busybox}" = debian ]; then
+    # The Debian system: its own kernel and initrd, its root the lab host's last disk.
+    [ "$MEMORY" -ge 512 ] || MEMORY=512
+    exec "$LGUEST" run --kernel "$LAB_FILES/debian-vmlinuz" --initrd "$LAB_FILES/debian-initrd.img" \
+        --disk "$(ls /dev/vd? | tail -n 1)" --cmdline "root=/dev/vda rw console=ttyS0" \
+        --memory "$MEMORY" --cpus "$CPUS"
+fi
 exec "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --cmdline "$CMDLINE" \
     --memory "$MEMORY" --cpus "$CPUS"

@@ -188,6 +188,10 @@ let NetScenario = LabScenario(name: "net", guestInit: "net-init.sh")
 let ApiScenario = LabScenario(name: "api", guestInit: "api-init.sh", extraArguments: ["--host-tool", "curl"])
 /// The lab host's Debian tools (curl, socat, python3, fio, iperf3) from its own disk.
 let L2ToolsScenario = LabScenario(name: "l2-tools", guestInit: "check-init.sh", extraArguments: ["--with-l2-disk"])
+/// The Debian system booted with its own kernel and initrd, powered off and rebooted by systemd.
+/// Systemd under nested emulation is slow: each run may take ten minutes.
+let DebianScenario = LabScenario(name: "debian", guestInit: "check-init.sh",
+                                 extraArguments: ["--with-debian-system", "--with-qemu", "--env", "LAB_RUN_TIMEOUT=600", "--timeout", "2400"])
 /// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
