@@ -22,8 +22,10 @@ public struct ApiRequest: Sendable, Equatable {
 public struct ApiResponse: Sendable, Equatable {
     public var status: Int
     public var body: [UInt8]
-    /// Firecracker's `Deprecation: true`, for requests that used a deprecated field.
-    public var deprecated = false
+    /// Firecracker's warning for a request that used a deprecated field (`PUT /machine-config:
+    /// cpu_template field is deprecated.`): logged, and answered with `Deprecation: true`.
+    public var deprecationWarning: String?
+    public var deprecated: Bool { deprecationWarning != nil }
 
     static let noContent = ApiResponse(status: 204, body: [])
 
@@ -90,13 +92,13 @@ public final class Controller: Sendable {
         var response: ApiResponse
         do { response = try Router.route(request, to: self) }
         catch { response = .failure(error) }
-        response.deprecated = Router.usesDeprecatedField(request)
-        count(request, failed: response.status >= 400)
+        response.deprecationWarning = Router.deprecationWarning(request)
+        count(request, failed: response.status >= 400, deprecated: response.deprecated)
         return response
     }
 
     /// Counts `request` under Firecracker's `get_/put_/patch_api_requests` names.
-    private func count(_ request: ApiRequest, failed: Bool) {
+    private func count(_ request: ApiRequest, failed: Bool, deprecated: Bool) {
         let first = request.path.split(separator: "/").first.map(String.init) ?? ""
         let names: [String: String] = [
             "actions": "actions", "boot-source": "boot_source", "drives": "drive", "logger": "logger",
@@ -113,7 +115,7 @@ public final class Controller: Sendable {
                 counters[group, default: [:]]["\(name)_count", default: 0] += 1
                 if failed { counters[group, default: [:]]["\(name)_fails", default: 0] += 1 }
             }
-            if Router.usesDeprecatedField(request) { counters["deprecated_api", default: [:]]["deprecated_http_api_calls", default: 0] += 1 }
+            if deprecated { counters["deprecated_api", default: [:]]["deprecated_http_api_calls", default: 0] += 1 }
         }
     }
 
@@ -121,9 +123,8 @@ public final class Controller: Sendable {
     public func flushMetrics() {
         guard let writer = metrics.withLock({ $0 }) else { return }
         let resources = currentResources
-        let ordered = resources.drives.filter(\.is_root_device) + resources.drives.filter { !$0.is_root_device }
         let sample = MetricsWriter.sample(api: apiCounters.withLock { $0 }, machine: machine?.runningMachineForControl?.statistics,
-                                          drives: ordered.map(\.drive_id), networks: resources.networks.map(\.iface_id))
+                                          drives: resources.orderedDrives.map(\.drive_id), networks: resources.networks.map(\.iface_id))
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         writer.write(sample, timestamp: UInt64(now.tv_sec) * 1000 + UInt64(now.tv_nsec) / 1_000_000)

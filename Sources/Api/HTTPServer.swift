@@ -145,13 +145,13 @@ final class RequestHandler: ChannelInboundHandler, @unchecked Sendable {
             let controller = controller
             let loop = context.eventLoop
             let promise = loop.makePromise(of: ApiResponse.self)
-            if let warning = Router.deprecationWarning(request) { log.warning("\(warning)") }
             pending.count.add(1, ordering: .acquiringAndReleasing)
             let log = self.log
             queue.submit {
                 var started = timespec(), ended = timespec()
                 clock_gettime(CLOCK_MONOTONIC, &started)
                 let response = controller.handle(request)
+                if let warning = response.deprecationWarning { log.warning("\(warning)") }
                 clock_gettime(CLOCK_MONOTONIC, &ended)
                 let micros = (ended.tv_sec - started.tv_sec) * 1_000_000 + (ended.tv_nsec - started.tv_nsec) / 1000
                 log.debug("Total previous API call duration: \(micros) us.")

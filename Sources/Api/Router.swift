@@ -144,8 +144,6 @@ enum Router {
         "snapshot": ["mem_file_path", "enable_diff_snapshots"],
     ]
 
-    static func usesDeprecatedField(_ request: ApiRequest) -> Bool { deprecatedField(request) != nil }
-
     /// The deprecated field `request` sends, if any, and Firecracker's warning about it:
     /// `PUT /machine-config: cpu_template field is deprecated.`
     static func deprecationWarning(_ request: ApiRequest) -> String? {

@@ -5,6 +5,7 @@ import Testing
 @testable import Devices
 import Virtio
 import VirtioTesting
+import TestSupport
 
 /// The net device against a driver that does not wait its turn: a second thread reading the
 /// used ring while the device publishes, a guest rewriting a header while it is being sent,
@@ -184,18 +185,3 @@ import VirtioTesting
     }
 }
 
-/// A signal whose handler does nothing and does not restart system calls, so a blocked call
-/// fails with EINTR; unblocked on the calling thread (the test runner's threads block signals)
-/// until the returned closure blocks it again.
-func installInterruptingSignal(_ number: Int32) -> () -> Void {
-    var action = sigaction()
-    action.__sigaction_handler.sa_handler = { _ in }
-    action.sa_flags = 0
-    sigaction(number, &action, nil)
-    var set = sigset_t()
-    sigemptyset(&set)
-    sigaddset(&set, number)
-    var old = sigset_t()
-    pthread_sigmask(SIG_UNBLOCK, &set, &old)
-    return { pthread_sigmask(SIG_SETMASK, &old, nil) }
-}
