@@ -51,3 +51,13 @@ public var processArguments: [String] {
     guard count > 0, let argv = lg_argv() else { return CommandLine.arguments }
     return (0..<count).compactMap { argv[$0].map { String(cString: $0) } }
 }
+
+/// The time `nanoseconds` from now on `clock`, as the absolute deadline `sem_timedwait` and
+/// `pthread_cond_timedwait` take.
+public func deadline(afterNanoseconds nanoseconds: Int, clock: clockid_t) -> timespec {
+    var now = timespec()
+    clock_gettime(clock, &now)
+    let total = now.tv_nsec + nanoseconds % 1_000_000_000
+    return timespec(tv_sec: now.tv_sec + nanoseconds / 1_000_000_000 + total / 1_000_000_000,
+                    tv_nsec: total % 1_000_000_000)
+}

@@ -1,4 +1,5 @@
 import Devices
+import HostSystem
 import Sandbox
 import Synchronization
 #if canImport(Glibc)
@@ -120,9 +121,7 @@ public final class ConsoleOutput: ByteSink, @unchecked Sendable {
         guard let writer else { return }
         state.withLock { $0.closing = true }
         sem_post(ready)
-        var deadline = timespec()
-        clock_gettime(CLOCK_REALTIME, &deadline)
-        deadline.tv_sec += patience
+        var deadline = deadline(afterNanoseconds: patience * 1_000_000_000, clock: CLOCK_REALTIME)
         while sem_timedwait(finished, &deadline) != 0 {
             if errno == ETIMEDOUT {
                 // Give up on the reader: kick the writer out of its `write` until it notices
@@ -130,9 +129,7 @@ public final class ConsoleOutput: ByteSink, @unchecked Sendable {
                 state.withLock { $0.abandoned = true }
                 while true {
                     writer.kick()
-                    clock_gettime(CLOCK_REALTIME, &deadline)
-                    deadline.tv_nsec += 100_000_000
-                    if deadline.tv_nsec >= 1_000_000_000 { deadline.tv_sec += 1; deadline.tv_nsec -= 1_000_000_000 }
+                    deadline = HostSystem.deadline(afterNanoseconds: 100_000_000, clock: CLOCK_REALTIME)
                     if sem_timedwait(finished, &deadline) == 0 { break }
                 }
                 break

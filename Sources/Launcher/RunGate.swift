@@ -1,3 +1,4 @@
+import HostSystem
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -82,10 +83,7 @@ final class RunGate: @unchecked Sendable {
         while true {
             kick()
             let done: Bool? = locked {
-                var deadline = timespec()
-                clock_gettime(CLOCK_MONOTONIC, &deadline)
-                deadline.tv_nsec += 20_000_000
-                if deadline.tv_nsec >= 1_000_000_000 { deadline.tv_sec += 1; deadline.tv_nsec -= 1_000_000_000 }
+                var deadline = deadline(afterNanoseconds: 20_000_000, clock: CLOCK_MONOTONIC)
                 while parked < running && !stopping {
                     if pthread_cond_timedwait(changed, mutex, &deadline) == ETIMEDOUT { return nil }
                 }
