@@ -8,19 +8,17 @@ import Glibc
 /// What the tests that drive a live lguest from outside (schemathesis, firecracker-python) share:
 /// the repository's paths, the Python tools, a running lguest, and commands with a time limit.
 enum LiveAPI {
-    static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    static let packageRoot = Tool.packageRoot
 
     static func path(_ relative: String) -> String { packageRoot.appendingPathComponent(relative).path }
 
-    static var binary: String {
-        ProcessInfo.processInfo.environment["LGUEST_BINARY"] ?? path(".build/debug/lguest")
-    }
+    static var binary: String { Tool.binary.path }
 
     /// Firecracker's own API document, in the shared design folder beside the repository.
     static let firecrackerDocument = packageRoot.deletingLastPathComponent()
         .appendingPathComponent("shared/design/reference/firecracker-api-1.17.0-dev.yaml").path
 
-    static let kvmUsable = access("/dev/kvm", R_OK | W_OK) == 0
+    static var kvmUsable: Bool { TestSupport.kvmUsable }
 
     /// A tiny guest that says "hi" and halts for good (interrupts are off), using no CPU.
     static let haltingGuest = TinyGuest.elf(TinyGuest.print("hi\n") + TinyGuest.hlt + TinyGuest.spin)
