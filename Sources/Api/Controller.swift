@@ -98,14 +98,17 @@ public final class Controller: Sendable {
     }
 
     /// Counts `request` under Firecracker's `get_/put_/patch_api_requests` names.
+    /// Each path's first segment, as the metrics name its requests.
+    private static let metricNames: [String: String] = [
+        "actions": "actions", "boot-source": "boot_source", "drives": "drive", "logger": "logger",
+        "machine-config": "machine_cfg", "cpu-config": "cpu_cfg", "metrics": "metrics",
+        "network-interfaces": "network", "mmds": "mmds", "vsock": "vsock", "pmem": "pmem",
+        "serial": "serial", "hotplug": "hotplug_memory",
+    ]
+
     private func count(_ request: ApiRequest, failed: Bool, deprecated: Bool) {
         let first = request.path.split(separator: "/").first.map(String.init) ?? ""
-        let names: [String: String] = [
-            "actions": "actions", "boot-source": "boot_source", "drives": "drive", "logger": "logger",
-            "machine-config": "machine_cfg", "cpu-config": "cpu_cfg", "metrics": "metrics",
-            "network-interfaces": "network", "mmds": "mmds", "vsock": "vsock", "pmem": "pmem",
-            "serial": "serial", "hotplug": "hotplug_memory",
-        ]
+        let names = Self.metricNames
         apiCounters.withLock { counters in
             if request.method == "GET" {
                 let name = first.isEmpty ? "instance_info" : first == "version" ? "vmm_version" : names[first]
