@@ -3,6 +3,7 @@
 #include "CKVM.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <signal.h>
 #include <string.h>
@@ -65,6 +66,11 @@ int lg_set_thread_name(pthread_t thread, const char *name) {
 
 int lg_fallocate(int fd, int mode, long long offset, long long length) {
     int r = fallocate(fd, mode, (off_t)offset, (off_t)length);
+    return r < 0 ? -errno : r;
+}
+
+int lg_accept4(int fd, int flags) {
+    int r = accept4(fd, NULL, NULL, flags);
     return r < 0 ? -errno : r;
 }
 

@@ -16,6 +16,8 @@ public struct VMConfiguration: Sendable, Equatable {
     public var networks: [NetConfiguration]
     /// A virtio entropy device.
     public var rng: Bool
+    /// A virtio-vsock device: the guest's CID and the host side's Unix socket.
+    public var vsock: VsockConfiguration?
     /// Print a line on standard error at each step of the boot (configuration read, VM built,
     /// first KVM_RUN), timed from the process's start. Boot-timer marks are printed either way.
     public var traceBoot: Bool = false
@@ -68,5 +70,6 @@ public struct VMConfiguration: Sendable, Equatable {
         guard !commandLine.utf8.contains(0) else {
             throw .badOption("the kernel command line contains a NUL byte")
         }
+        do throws(VsockError) { try vsock?.validate() } catch { throw .vsock(error) }
     }
 }

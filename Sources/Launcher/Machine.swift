@@ -34,6 +34,7 @@ public final class Machine: Sendable {
     let networks: [NetDevice]
     let blocks: [BlockDevice]
     let rng: RngDevice?
+    let vsock: VsockDevice?
     /// The filters `start()` built, kept for `confineCallingThread()`.
     let sandbox = Mutex<MachineSandbox?>(nil)
     /// The disks that are block devices, which the I/O thread may still discard on.
@@ -101,6 +102,10 @@ public final class Machine: Sendable {
         taps = networks.map(\.tapDescriptor)
         rng = configuration.rng ? RngDevice() : nil
         if let rng { devices.append(rng) }
+        // The vsock device binds its Unix socket now: a path in use is refused before boot.
+        do throws(VsockError) { vsock = try configuration.vsock.map { c throws(VsockError) in try VsockDevice(configuration: c) } }
+        catch { throw .vsock(error) }
+        if let vsock { devices.append(vsock) }
         self.console = console
         let windows = devices.indices.map(VirtioWiring.window(for:))
 
@@ -160,6 +165,8 @@ public final class Machine: Sendable {
                 else { events.unwatch(network.tapDescriptor) }
             }
         }
+        // The vsock device watches its listener and connections itself, through the I/O thread.
+        vsock?.start(watcher: events)
         let power = self.power
         do {
             ports = try PlatformWiring.ports(serial: serial, keyboard: keyboard, power: power, bootTimer: BootTimer { value in

@@ -30,7 +30,7 @@ extension Machine {
         // Setup is over: from here on no thread needs a capability, a new file or a new thread
         // beyond the ones started below (docs/Sandbox.md).
         let sandbox = try MachineSandbox(enabled: configuration.sandbox, vcpus: vcpus, taps: taps,
-                                         blockDevices: blockDevices)
+                                         blockDevices: blockDevices, vsock: vsock != nil)
         self.sandbox.withLock { $0 = sandbox }
         let events = self.events, power = self.power, gate = self.gate
         gate.enter()

@@ -38,10 +38,10 @@ public enum ThreadSandbox {
     }
 
     /// The I/O thread: the event loop and every device's queue work, including a discard on
-    /// each disk that is a block device.
-    public static func io(process: pid_t, blockDevices: [CInt] = []) -> SyscallFilter {
+    /// each disk that is a block device, and with a vsock device its host side's sockets.
+    public static func io(process: pid_t, blockDevices: [CInt] = [], vsock: Bool = false) -> SyscallFilter {
         let discard: [[ArgumentCheck]] = blockDevices.map { [.equalInt(0, $0), .equal(1, UInt64(LG_BLKDISCARD))] }
-        return SyscallFilter([
+        return SyscallFilter((vsock ? vsockSockets : []) + [
             .allow(.epoll_wait),
             .allow(.read),
             .allow(.write),
@@ -59,6 +59,19 @@ public enum ThreadSandbox {
             .allow(.ioctl, whereAnyOf: restoreTerminal + discard),
         ] + runtime(process: process))
     }
+
+    /// vsock's host side: host programs connecting to the listener, connections to their
+    /// `uds_P` listeners (stream sockets in the file system, nothing else), sending without
+    /// SIGPIPE, and closing.
+    static let vsockSockets: [SyscallRule] = [
+        .allow(.accept4),
+        .allow(.socket, where: .equalInt(0, AF_UNIX),
+               .maskedInt(1, mask: ~UInt32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), equals: UInt32(SOCK_STREAM.rawValue))),
+        .allow(.connect),
+        .allow(.sendmsg),
+        .allow(.shutdown),
+        .allow(.close),
+    ]
 
     /// The console writer: it writes what the guest printed to the host's descriptor.
     public static func consoleWriter(process: pid_t) -> SyscallFilter {
@@ -153,7 +166,7 @@ struct MachineSandbox: Sendable {
     let main: SyscallFilter?
 
     /// Locks the process down (step 2) and builds every thread's filter.
-    init(enabled: Bool, vcpus: [VCPU], taps: [CInt], blockDevices: [CInt]) throws(LaunchError) {
+    init(enabled: Bool, vcpus: [VCPU], taps: [CInt], blockDevices: [CInt], vsock: Bool) throws(LaunchError) {
         guard enabled else {
             (io, main) = (nil, nil)
             self.vcpus = vcpus.map { _ in nil }
@@ -161,7 +174,7 @@ struct MachineSandbox: Sendable {
         }
         do throws(SandboxError) { try ThreadSandbox.lockDown() } catch { throw .sandbox(error) }
         let process = getpid()
-        io = ThreadSandbox.io(process: process, blockDevices: blockDevices)
+        io = ThreadSandbox.io(process: process, blockDevices: blockDevices, vsock: vsock)
         self.vcpus = vcpus.map { ThreadSandbox.vcpu(descriptor: $0.descriptor.raw, taps: taps, process: process) }
         main = ThreadSandbox.main(process: process)
     }

@@ -39,4 +39,7 @@ extension Syscall {
     public static let getsockname = Syscall(SYS_getsockname, "getsockname")
     public static let getpeername = Syscall(SYS_getpeername, "getpeername")
     public static let shutdown = Syscall(SYS_shutdown, "shutdown")
+    public static let socket = Syscall(SYS_socket, "socket")
+    public static let connect = Syscall(SYS_connect, "connect")
+    public static let sendmsg = Syscall(SYS_sendmsg, "sendmsg")
 }
