@@ -71,6 +71,9 @@ public final class VsockDevice: VirtioDevice {
         var parkedChain: DescriptorChain?
         /// Descriptors dropped on a vCPU thread, closed on the I/O thread.
         var graveyard: [OwnedDescriptor] = []
+        /// `wakeup` was signalled to fill the rx queue once the I/O thread has seen every socket
+        /// that became readable at the same time (so they all take turns from the start).
+        var fillScheduled = false
         var statistics = VsockStatistics()
         var watcher: (any DescriptorWatcher)?
     }
@@ -145,14 +148,25 @@ public final class VsockDevice: VirtioDevice {
         }
     }
 
-    /// The I/O thread was woken to close what `reset` dropped.
+    /// The I/O thread was woken to close what `reset` dropped, or to fill the rx queue.
     func wokenUp() {
         wakeup.drain()
         let dropped = state.withLock { s -> [OwnedDescriptor] in
+            if s.fillScheduled {
+                s.fillScheduled = false
+                fillReceiveQueue(&s)
+            }
             defer { s.graveyard = [] }
             return s.graveyard
         }
         _ = dropped // closed here, as the last references go
+    }
+
+    /// Fills the rx queue after the I/O thread's current batch of events.
+    func scheduleFill(_ s: inout State) {
+        guard !s.fillScheduled else { return }
+        s.fillScheduled = true
+        wakeup.signal()
     }
 }
 

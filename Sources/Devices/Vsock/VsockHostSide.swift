@@ -95,7 +95,7 @@ extension VsockDevice {
             if events & (DescriptorEvents.writable | DescriptorEvents.error) != 0 || (hungUp && !before.backlog.isEmpty) {
                 flushBacklog(key, &s)
             }
-            guard let connection = s.connections[key] else { return fillReceiveQueue(&s) }
+            guard let connection = s.connections[key] else { return scheduleFill(&s) }
             if events & DescriptorEvents.readable != 0 || hungUp {
                 // Level-triggered: stop listening until the bytes are taken, or the loop spins.
                 // A program that hung up is not watched again: reading finds its last bytes
@@ -104,7 +104,7 @@ extension VsockDevice {
                 s.setInterest(key, hungUp ? 0 : connection.interest & ~DescriptorEvents.readable, device: self)
                 s.markReady(key)
             }
-            fillReceiveQueue(&s)
+            scheduleFill(&s)
         }
     }
 
