@@ -21,7 +21,7 @@ public enum UnixSocketError: Error, Equatable, Sendable, CustomStringConvertible
     public var description: String {
         switch self {
         case let .pathTooLong(path, limit):
-            return "the socket path \(path) is \(path.utf8.count) bytes long; a Unix socket path holds at most \(limit)"
+            return "the socket path \(path) is too long (\(path.utf8.count) bytes): a Unix socket path holds at most \(limit)"
         case .emptyPath:
             return "the socket path is empty"
         case let .inUse(path):
