@@ -32,15 +32,17 @@ echo "LGUEST-VSOCK net-ready"
 
 head -c 16777216 /dev/urandom >/tmp/data
 sent=$(sha256sum </tmp/data | cut -d' ' -f1)
-socat -t 60 - VSOCK-CONNECT:2:6000 </tmp/data >/tmp/back 2>/tmp/g2h.err
+t0=$(now_ms)
+socat -t 300 - VSOCK-CONNECT:2:6000 </tmp/data >/tmp/back 2>/tmp/g2h.err
 rc=$?
+echo "LGUEST-VSOCK g2h-time ms=$(( $(now_ms) - t0 ))"
 echo "LGUEST-VSOCK g2h bytes=$(wc -c </tmp/back) sent=$sent got=$(sha256sum </tmp/back | cut -d' ' -f1) rc=$rc"
 tail -n 2 /tmp/g2h.err | sed 's/^/LGUEST-VSOCK g2h-stderr /'
 
 head -c 4194304 /tmp/data >/tmp/part
 part=$(sha256sum </tmp/part | cut -d' ' -f1)
 for i in 1 2 3 4; do
-    (socat -t 60 - VSOCK-CONNECT:2:6000 </tmp/part >/tmp/back.$i 2>/dev/null
+    (socat -t 300 - VSOCK-CONNECT:2:6000 </tmp/part >/tmp/back.$i 2>/dev/null
      if [ "$(sha256sum </tmp/back.$i | cut -d' ' -f1)" = "$part" ]; then r=ok; else r=bad; fi
      echo "LGUEST-VSOCK parallel $i bytes=$(wc -c </tmp/back.$i) $r") &
 done

@@ -35,24 +35,31 @@ ip link set lgvs0 up
 
 start=$(lab_uptime)
 echo "LAB-BEGIN vsock uptime=$start"
+echo "LAB-COMMAND vsock $LGUEST run --vsock cid=3,uds=$SOCK --net tap=lgvs0"
 timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --memory 512 --cpus 2 \
     --cmdline "console=ttyS0 panic=1 quiet" --vsock "cid=3,uds=$SOCK" --net tap=lgvs0 \
     >"$CONSOLE" 2>"$LAB_TMP/vsock.err" &
 pid=$!
 waitfor "$LAB_RUN_TIMEOUT" grep -q "LGUEST-VSOCK ready" "$CONSOLE" || echo "LAB-VSOCK-ERROR the guest never said ready"
 
-# One host program: CONNECT 5000 (the guest's echo), 16 MiB there and back.
-{ printf 'CONNECT 5000\n'; cat "$LAB_TMP/data"; } | socat -t 60 - UNIX-CONNECT:"$SOCK" >"$LAB_TMP/echo.out" 2>"$LAB_TMP/h2g.err"
+# One host program: CONNECT 5000 (the guest's echo), 16 MiB there and back. (socat's -t is how
+# long it waits for the way back once its input ended; it ends sooner when the guest closes.)
+t0=$(ms)
+{ printf 'CONNECT 5000\n'; cat "$LAB_TMP/data"; } | socat -t 300 - UNIX-CONNECT:"$SOCK" >"$LAB_TMP/echo.out" 2>"$LAB_TMP/h2g.err"
+echo "LAB-VSOCK h2g-time ms=$(($(ms) - t0))"
 echo "LAB-VSOCK h2g ok_line=$(head -n 1 "$LAB_TMP/echo.out" | tr ' ' _) bytes=$(wc -c <"$LAB_TMP/echo.out") sent=$(sha <"$LAB_TMP/data") got=$(tail -c 16777216 "$LAB_TMP/echo.out" | sha)"
 
 # Four at once.
 part=$(sha <"$LAB_TMP/part")
+pids=''
 for i in 1 2 3 4; do
-    ({ printf 'CONNECT 5000\n'; cat "$LAB_TMP/part"; } | socat -t 60 - UNIX-CONNECT:"$SOCK" >"$LAB_TMP/p.$i" 2>/dev/null
+    ({ printf 'CONNECT 5000\n'; cat "$LAB_TMP/part"; } | socat -t 300 - UNIX-CONNECT:"$SOCK" >"$LAB_TMP/p.$i" 2>/dev/null
      got=$(tail -c 4194304 "$LAB_TMP/p.$i" | sha)
      echo "LAB-VSOCK parallel $i bytes=$(wc -c <"$LAB_TMP/p.$i") $([ "$got" = "$part" ] && echo ok || echo bad)") &
+    pids="$pids $!"
 done
-wait
+# Only these: the listeners above are this shell's children too.
+for p in $pids; do wait "$p"; done
 
 # A port nobody listens on in the guest: the socket closes with no OK.
 reply=$(printf 'CONNECT 7777\n' | socat -t 10 - UNIX-CONNECT:"$SOCK" 2>/dev/null | tr -d '\n')

@@ -192,6 +192,7 @@ public struct MachineStatistics: Sendable {
     public var blocks: [BlockStatistics]
     public var networks: [NetStatistics]
     public var rng: RngDevice.Statistics?
+    public var vsock: VsockStatistics?
     public var uart: UartStatistics
     public var exitsIOIn: UInt64, exitsIOOut: UInt64, exitsMMIORead: UInt64, exitsMMIOWrite: UInt64, vcpuFailures: UInt64
     public var panicked: Bool
@@ -201,6 +202,7 @@ extension Machine {
     public var statistics: MachineStatistics {
         MachineStatistics(
             blocks: blocks.map(\.statistics), networks: networks.map(\.statistics), rng: rng?.statistics,
+            vsock: vsock?.statistics,
             uart: serial.statistics,
             exitsIOIn: exits.ioIn.load(ordering: .relaxed), exitsIOOut: exits.ioOut.load(ordering: .relaxed),
             exitsMMIORead: exits.mmioRead.load(ordering: .relaxed), exitsMMIOWrite: exits.mmioWrite.load(ordering: .relaxed),

@@ -125,6 +125,7 @@ extension VsockDevice {
         connection.forwarded = connection.received &- UInt32(connection.backlog.count)
         if connection.owesCreditUpdate { connection.pending.insert(.creditUpdate) }
         s.connections[key] = connection
+        s.markReady(key) // a credit update, if one is owed
         guard connection.backlog.isEmpty else { return }
         if connection.state == .closing { return s.reset(key, guestCID: guestCID) }
         s.setInterest(key, connection.interest & ~DescriptorEvents.writable, device: self)
