@@ -19,7 +19,7 @@ echo "LGUEST-VSOCK modules $(lsmod | grep -c vsock) cid=$(dmesg | grep -o 'vsock
 now_ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 
 # The echo service a host program reaches with CONNECT 5000, and the sink it times with 5002.
-socat VSOCK-LISTEN:5000,fork,reuseaddr EXEC:cat 2>/tmp/echo.err &
+socat -t 300 VSOCK-LISTEN:5000,fork,reuseaddr EXEC:cat 2>/tmp/echo.err &
 socat -u VSOCK-LISTEN:5002,fork,reuseaddr OPEN:/dev/null 2>/dev/null &
 sleep 0.5
 echo "LGUEST-VSOCK ready"

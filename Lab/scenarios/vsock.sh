@@ -23,7 +23,7 @@ sha() { sha256sum | cut -d' ' -f1; }
 ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 
 # The host programs the guest connects to: an echo on port 6000, a sink on port 6001.
-socat UNIX-LISTEN:"${SOCK}_6000",fork EXEC:cat 2>"$LAB_TMP/echo.err" &
+socat -t 300 UNIX-LISTEN:"${SOCK}_6000",fork EXEC:cat 2>"$LAB_TMP/echo.err" &
 socat -u UNIX-LISTEN:"${SOCK}_6001",fork OPEN:/dev/null 2>/dev/null &
 socat -u TCP-LISTEN:7001,reuseaddr,fork OPEN:/dev/null 2>/dev/null &
 head -c 16777216 /dev/urandom >"$LAB_TMP/data"
@@ -88,4 +88,6 @@ echo
 echo "LAB-RESULT vsock exit=$status"
 tail -n 20 "$LAB_TMP/vsock.err" | sed "s/^/LAB-STDERR-LINE vsock /"
 echo "LAB-STDERR vsock $(tail -n 1 "$LAB_TMP/vsock.err")"
+# A sandbox kill is logged by the kernel with the system call's number.
+dmesg | grep -i -E 'seccomp|audit' | tail -n 5 | sed 's/^/LAB-VSOCK-DMESG /'
 echo "LAB-END vsock seconds=$(awk -v a="$start" -v b="$(lab_uptime)" 'BEGIN { printf "%.1f", b - a }')"

@@ -248,6 +248,25 @@ import VirtioTesting
         #expect(rig.device.connectionCount == 8)
     }
 
+    /// Connections come and go: after one has ended (and its descriptor number is free for the
+    /// next), host programs still connect.
+    @Test func connectionsAfterOneEnded() throws {
+        let rig = try VsockRig()
+        for round in 0 ..< 3 {
+            let host = try rig.hostConnect(line: "CONNECT 5000\n")
+            let request = try #require(try rig.exchange().first { $0.header.op == VsockOp.request }, "round \(round)")
+            let hostPort = request.header.sourcePort
+            try rig.send(rig.guest(VsockOp.response, from: 5000, to: hostPort))
+            #expect(hostRead(host).bytes == Array("OK \(hostPort)\n".utf8))
+            try hostWrite(host, vsockPattern(5000, seed: round))
+            #expect(try rig.exchange().flatMap(\.payload) == vsockPattern(5000, seed: round))
+            try rig.send(rig.guest(VsockOp.shutdown, from: 5000, to: hostPort, flags: VsockShutdown.both, forwardCount: 5000))
+            #expect(try rig.exchange().map(\.header.op) == [VsockOp.reset])
+            #expect(hostRead(host).eof)
+        }
+        #expect(rig.device.statistics.connectionsAdded == 3)
+    }
+
     /// A driver reset ends every connection: host programs see their sockets close.
     @Test func resetClosesEveryConnection() throws {
         let rig = try VsockRig()
