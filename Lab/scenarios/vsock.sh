@@ -37,10 +37,12 @@ start=$(lab_uptime)
 echo "LAB-BEGIN vsock uptime=$start"
 echo "LAB-COMMAND vsock $LGUEST run --vsock cid=3,uds=$SOCK --net tap=lgvs0"
 timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --memory 512 --cpus 2 \
-    --cmdline "console=ttyS0 panic=1 quiet" --vsock "cid=3,uds=$SOCK" --net tap=lgvs0 \
+    --cmdline "console=ttyS0 panic=1 quiet" --vsock "cid=3,uds=$SOCK" --net tap=lgvs0 ${LAB_VSOCK_EXTRA:-} \
     >"$CONSOLE" 2>"$LAB_TMP/vsock.err" &
 pid=$!
-waitfor "$LAB_RUN_TIMEOUT" grep -q "LGUEST-VSOCK ready" "$CONSOLE" || echo "LAB-VSOCK-ERROR the guest never said ready"
+# console_has TEXT: the guest printed TEXT, or lguest is gone (so waiting is over either way).
+console_has() { grep -q "$1" "$CONSOLE" || ! kill -0 "$pid" 2>/dev/null; }
+waitfor "$LAB_RUN_TIMEOUT" console_has "LGUEST-VSOCK ready" || echo "LAB-VSOCK-ERROR the guest never said ready"
 
 # One host program: CONNECT 5000 (the guest's echo), 16 MiB there and back. (socat's -t is how
 # long it waits for the way back once its input ended; it ends sooner when the guest closes.)
@@ -70,7 +72,7 @@ t0=$(ms)
 { printf 'CONNECT 5002\n'; cat "$LAB_TMP/data"; } | socat -u - UNIX-CONNECT:"$SOCK" 2>/dev/null
 t1=$(ms)
 echo "LAB-VSOCK bench-h2g bytes=16777216 ms=$((t1 - t0))"
-if waitfor 30 grep -q "LGUEST-VSOCK net-ready" "$CONSOLE"; then
+if waitfor 30 console_has "LGUEST-VSOCK net-ready"; then
     t0=$(ms)
     socat -u - TCP:192.0.2.2:7000 <"$LAB_TMP/data" 2>/dev/null
     t1=$(ms)
@@ -78,7 +80,7 @@ if waitfor 30 grep -q "LGUEST-VSOCK net-ready" "$CONSOLE"; then
 fi
 
 # The guest's own checks end with its bench; then tell it to power off.
-waitfor 300 grep -q "LGUEST-VSOCK bench-net-g2h" "$CONSOLE" || echo "LAB-VSOCK-ERROR the guest's checks never ended"
+waitfor 300 console_has "LGUEST-VSOCK bench-net-g2h" || echo "LAB-VSOCK-ERROR the guest's checks never ended"
 printf 'CONNECT 5001\n' | socat -t 5 - UNIX-CONNECT:"$SOCK" >/dev/null 2>&1
 wait "$pid"
 status=$?
