@@ -36,7 +36,7 @@ ip link set lgvs0 up
 start=$(lab_uptime)
 echo "LAB-BEGIN vsock uptime=$start"
 echo "LAB-COMMAND vsock $LGUEST run --vsock cid=3,uds=$SOCK --net tap=lgvs0"
-timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --memory 512 --cpus 2 \
+timeout -k 5 "$LAB_RUN_TIMEOUT" ${LAB_VSOCK_WRAP:-} "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --memory 512 --cpus 2 \
     --cmdline "console=ttyS0 panic=1 quiet" --vsock "cid=3,uds=$SOCK" --net tap=lgvs0 ${LAB_VSOCK_EXTRA:-} \
     >"$CONSOLE" 2>"$LAB_TMP/vsock.err" &
 pid=$!
@@ -90,6 +90,7 @@ echo
 echo "LAB-RESULT vsock exit=$status"
 tail -n 20 "$LAB_TMP/vsock.err" | sed "s/^/LAB-STDERR-LINE vsock /"
 echo "LAB-STDERR vsock $(tail -n 1 "$LAB_TMP/vsock.err")"
+[ -n "${LAB_VSOCK_WRAP:-}" ] && grep -A 12 -E 'openat|SIGSYS|killed' /tmp/strace.log | tail -n 60 | sed 's/^/LAB-VSOCK-TRACE /'
 # A sandbox kill is logged by the kernel with the system call's number.
 dmesg | grep -i -E 'seccomp|audit' | tail -n 5 | sed 's/^/LAB-VSOCK-DMESG /'
 echo "LAB-END vsock seconds=$(awk -v a="$start" -v b="$(lab_uptime)" 'BEGIN { printf "%.1f", b - a }')"

@@ -3,6 +3,7 @@
 #include "CKVM.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <signal.h>
@@ -68,6 +69,8 @@ int lg_fallocate(int fd, int mode, long long offset, long long length) {
     int r = fallocate(fd, mode, (off_t)offset, (off_t)length);
     return r < 0 ? -errno : r;
 }
+
+int lg_set_malloc_trim_threshold(int bytes) { return mallopt(M_TRIM_THRESHOLD, bytes); }
 
 int lg_accept4(int fd, int flags) {
     int r = accept4(fd, NULL, NULL, flags);

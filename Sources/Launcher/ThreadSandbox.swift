@@ -20,6 +20,17 @@ public enum ThreadSandbox {
     public static func lockDown() throws(SandboxError) {
         try Privileges.forbidNewPrivileges()
         try Privileges.dropCapabilities()
+        keepHeapsWhole()
+    }
+
+    /// glibc gives a thread's malloc heap back to the kernel when much of it is freed, and the
+    /// first time it does, it opens /proc/sys/vm/overcommit_memory to choose how — an `openat`
+    /// no filter allows, on whichever thread freed the memory (a vsock connection's buffer going
+    /// away on the I/O thread, say). A trim threshold this high means heaps are not shrunk;
+    /// freed memory stays with malloc for the next allocation, and blocks of 128 KiB and more
+    /// (glibc's mmap threshold, which this fixes at its default) still go back with `munmap`.
+    static func keepHeapsWhole() {
+        _ = lg_set_malloc_trim_threshold(1 << 30)
     }
 
     /// A vCPU thread: KVM_RUN on its own vCPU, and what the devices it drives ask for when the
