@@ -26,11 +26,29 @@ echo "LGUEST-VSOCK ready"
 # The same bytes over virtio-net TCP, for the benchmark beside vsock's.
 ip link set eth0 up
 ip addr add 192.0.2.2/24 dev eth0
-socat -u TCP-LISTEN:7000,reuseaddr OPEN:/dev/null 2>/dev/null &
+socat -u TCP-LISTEN:7000,reuseaddr,fork OPEN:/dev/null 2>/dev/null &
 sleep 0.2
 echo "LGUEST-VSOCK net-ready"
 
 head -c 16777216 /dev/urandom >/tmp/data
+
+# Benchmark mode (lguest.vsock-bench=RUNS on the command line, Scripts/bench.sh vsock): the host
+# times its runs first; once it connects to port 5001, the guest times RUNS streams of 16 MiB
+# to the host through vsock and through virtio-net TCP, in turn, and powers off.
+runs=$(sed -n 's/.*lguest.vsock-bench=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$runs" ]; then
+    socat -u VSOCK-LISTEN:5001 OPEN:/dev/null 2>/dev/null
+    for i in $(seq 1 "$runs"); do
+        start=$(now_ms)
+        socat -u - VSOCK-CONNECT:2:6001 </tmp/data 2>/dev/null
+        echo "LGUEST-VSOCK bench-g2h run=$i bytes=16777216 ms=$(( $(now_ms) - start ))"
+        start=$(now_ms)
+        socat -u - TCP:192.0.2.1:7001 </tmp/data 2>/dev/null
+        echo "LGUEST-VSOCK bench-net-g2h run=$i bytes=16777216 ms=$(( $(now_ms) - start ))"
+    done
+    poweroff -f
+fi
+
 sent=$(sha256sum </tmp/data | cut -d' ' -f1)
 t0=$(now_ms)
 socat -t 300 - VSOCK-CONNECT:2:6000 </tmp/data >/tmp/back 2>/tmp/g2h.err

@@ -37,12 +37,33 @@ start=$(lab_uptime)
 echo "LAB-BEGIN vsock uptime=$start"
 echo "LAB-COMMAND vsock $LGUEST run --vsock cid=3,uds=$SOCK --net tap=lgvs0"
 timeout -k 5 "$LAB_RUN_TIMEOUT" ${LAB_VSOCK_WRAP:-} "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --memory 512 --cpus 2 \
-    --cmdline "console=ttyS0 panic=1 quiet" --vsock "cid=3,uds=$SOCK" --net tap=lgvs0 ${LAB_VSOCK_EXTRA:-} \
+    --cmdline "console=ttyS0 panic=1 quiet${LAB_VSOCK_BENCH:+ lguest.vsock-bench=$LAB_VSOCK_BENCH}" --vsock "cid=3,uds=$SOCK" --net tap=lgvs0 ${LAB_VSOCK_EXTRA:-} \
     >"$CONSOLE" 2>"$LAB_TMP/vsock.err" &
 pid=$!
 # console_has TEXT: the guest printed TEXT, or lguest is gone (so waiting is over either way).
 console_has() { grep -q "$1" "$CONSOLE" || ! kill -0 "$pid" 2>/dev/null; }
 waitfor "$LAB_RUN_TIMEOUT" console_has "LGUEST-VSOCK ready" || echo "LAB-VSOCK-ERROR the guest never said ready"
+
+# Benchmark mode (LAB_VSOCK_BENCH=RUNS, Scripts/bench.sh vsock): RUNS streams of 16 MiB from
+# the lab host into the guest through vsock and through virtio-net TCP, in turn; then the
+# guest's own runs the other way (Lab/guest/vsock-init.sh); nothing else.
+if [ -n "${LAB_VSOCK_BENCH:-}" ]; then
+    waitfor 30 console_has "LGUEST-VSOCK net-ready"
+    for i in $(seq 1 "$LAB_VSOCK_BENCH"); do
+        t0=$(ms)
+        { printf 'CONNECT 5002\n'; cat "$LAB_TMP/data"; } | socat -u - UNIX-CONNECT:"$SOCK" 2>/dev/null
+        echo "LAB-VSOCK bench-h2g run=$i bytes=16777216 ms=$(($(ms) - t0))"
+        t0=$(ms)
+        socat -u - TCP:192.0.2.2:7000 <"$LAB_TMP/data" 2>/dev/null
+        echo "LAB-VSOCK bench-net-h2g run=$i bytes=16777216 ms=$(($(ms) - t0))"
+    done
+    printf 'CONNECT 5001\n' | socat -t 5 - UNIX-CONNECT:"$SOCK" >/dev/null 2>&1
+    wait "$pid"
+    echo "LAB-RESULT vsock exit=$?"
+    grep "LGUEST-VSOCK bench" "$CONSOLE"
+    echo "LAB-END vsock seconds=$(awk -v a="$start" -v b="$(lab_uptime)" 'BEGIN { printf "%.1f", b - a }')"
+    exit 0
+fi
 
 # One host program: CONNECT 5000 (the guest's echo), 16 MiB there and back. (socat's -t is how
 # long it waits for the way back once its input ended; it ends sooner when the guest closes.)
