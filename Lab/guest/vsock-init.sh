@@ -5,8 +5,7 @@
 #   g2h bytes=N sent=SHA got=SHA   16 MiB to the host's echo on port 6000 (uds_6000) and back
 #   parallel i bytes=N ok|bad      4 more at once, while the host runs its own 4
 #   refused port=6999 rc=N         a host port nobody listens on
-#   bench-g2h bytes=N ms=T         one stream to the host's sink on port 6001, timed
-#   bench-net-g2h bytes=N ms=T     the same bytes to the lab host over virtio-net TCP
+#   bench-g2h / bench-net-g2h     (benchmark mode only) 16 MiB to the host through vsock and TCP
 # then it waits for the host's connection to port 5001, and powers off.
 export PATH=/bin
 mount -t proc proc /proc
@@ -69,13 +68,6 @@ wait_for_parallel
 
 socat -t 5 - VSOCK-CONNECT:2:6999 </dev/null >/dev/null 2>/tmp/refused.err
 echo "LGUEST-VSOCK refused port=6999 rc=$? why=$(tail -n 1 /tmp/refused.err | sed 's/.*: //')"
-
-start=$(now_ms)
-head -c 16777216 /tmp/data | socat -u - VSOCK-CONNECT:2:6001 2>/dev/null
-echo "LGUEST-VSOCK bench-g2h bytes=16777216 ms=$(( $(now_ms) - start ))"
-start=$(now_ms)
-socat -u - TCP:192.0.2.1:7001 </tmp/data 2>/dev/null
-echo "LGUEST-VSOCK bench-net-g2h bytes=16777216 ms=$(( $(now_ms) - start ))"
 
 # The host says when it is done, by connecting to port 5001.
 socat -u VSOCK-LISTEN:5001 OPEN:/dev/null 2>/dev/null
