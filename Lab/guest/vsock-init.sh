@@ -58,13 +58,15 @@ tail -n 2 /tmp/g2h.err | sed 's/^/LGUEST-VSOCK g2h-stderr /'
 
 head -c 4194304 /tmp/data >/tmp/part
 part=$(sha256sum </tmp/part | cut -d' ' -f1)
+pids=''
 for i in 1 2 3 4; do
     (socat -t 300 - VSOCK-CONNECT:2:6000 </tmp/part >/tmp/back.$i 2>/dev/null
      if [ "$(sha256sum </tmp/back.$i | cut -d' ' -f1)" = "$part" ]; then r=ok; else r=bad; fi
      echo "LGUEST-VSOCK parallel $i bytes=$(wc -c </tmp/back.$i) $r") &
+    pids="$pids $!"
 done
-wait_for_parallel() { for _ in $(seq 1 600); do [ "$(ls /tmp/back.* 2>/dev/null | wc -l)" -ge 4 ] && ! pgrep -f "VSOCK-CONNECT:2:6000" >/dev/null && return; sleep 0.2; done; }
-wait_for_parallel
+# Only these: the listeners above are this shell's children too.
+for p in $pids; do wait "$p"; done
 
 socat -t 5 - VSOCK-CONNECT:2:6999 </dev/null >/dev/null 2>/tmp/refused.err
 echo "LGUEST-VSOCK refused port=6999 rc=$? why=$(tail -n 1 /tmp/refused.err | sed 's/.*: //')"
