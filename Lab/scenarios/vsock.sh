@@ -20,6 +20,15 @@ waitfor() {
     return 1
 }
 sha() { sha256sum | cut -d' ' -f1; }
+# tell_guest_done: connects to the guest's port 5001 until its listener answers OK (it starts
+# listening just after its last line, so the first try may find nobody there yet).
+tell_guest_done() {
+    for _ in $(seq 1 60); do
+        printf 'CONNECT 5001\n' | socat -t 2 - UNIX-CONNECT:"$SOCK" 2>/dev/null | grep -q '^OK ' && return 0
+        sleep 1
+    done
+    echo "LAB-VSOCK-ERROR the guest never listened on port 5001"
+}
 ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 
 # The host programs the guest connects to: an echo on port 6000, a sink on port 6001.
@@ -57,7 +66,7 @@ if [ -n "${LAB_VSOCK_BENCH:-}" ]; then
         socat -u - TCP:192.0.2.2:7000 <"$LAB_TMP/data" 2>/dev/null
         echo "LAB-VSOCK bench-net-h2g run=$i bytes=16777216 ms=$(($(ms) - t0))"
     done
-    printf 'CONNECT 5001\n' | socat -t 5 - UNIX-CONNECT:"$SOCK" >/dev/null 2>&1
+    tell_guest_done
     wait "$pid"
     echo "LAB-RESULT vsock exit=$?"
     grep "LGUEST-VSOCK bench" "$CONSOLE"
@@ -90,7 +99,7 @@ echo "LAB-VSOCK refused reply=[$reply]"
 
 # The guest's own checks end with the refused connect; then tell it to power off.
 waitfor 300 console_has "LGUEST-VSOCK refused" || echo "LAB-VSOCK-ERROR the guest's checks never ended"
-printf 'CONNECT 5001\n' | socat -t 5 - UNIX-CONNECT:"$SOCK" >/dev/null 2>&1
+tell_guest_done
 wait "$pid"
 status=$?
 echo
