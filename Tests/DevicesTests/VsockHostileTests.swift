@@ -121,6 +121,21 @@ import VirtioTesting
         #expect(rig.device.statistics.resetsDropped == 10)
     }
 
+    /// Connections made and broken over and over, with no rx buffer to hear the resets in: the
+    /// resets owed stay bounded.
+    @Test func brokenConnectionsWithoutRxBuffersAreBounded() throws {
+        let rig = try VsockRig(rxBuffers: 0)
+        let listener = try rig.hostListener(port: 600)
+        for round in 0 ..< VsockDevice.maximumQueuedResets + 20 {
+            try rig.send(rig.guest(VsockOp.request, from: 7000, to: 600))
+            _ = listener.accept() // the host program takes each one, so connects keep succeeding
+            try rig.send(rig.guest(99, from: 7000, to: 600)) // an unknown op resets it
+            if round % 100 == 0 { #expect(rig.device.connectionCount == 0) }
+        }
+        #expect(rig.device.statistics.resetsDropped >= 20)
+        #expect(rig.device.connectionCount == 0)
+    }
+
     /// Guest packets are parsed from whatever bytes it likes; none of them stop the device.
     @Test func randomPacketsNeverStopTheDevice() throws {
         let (rig, _, host) = try rigWithConnection()

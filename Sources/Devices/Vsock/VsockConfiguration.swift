@@ -97,8 +97,8 @@ public struct VsockStatistics: Sendable, Equatable {
     /// Packets answered with RST: an unknown type or op, no such connection, a guest sending
     /// past its credit or claiming impossible credit, a payload over 64 KiB.
     public var protocolErrors: UInt64 = 0
-    /// Resets owed to the guest for connections that do not exist, dropped because too many
-    /// were waiting for rx buffers.
+    /// Resets owed to the guest (for packets with no connection, or connections we ended),
+    /// dropped because 1024 were already waiting for rx buffers.
     public var resetsDropped: UInt64 = 0
     /// RX chains too small for a header.
     public var rxMalformedBuffers: UInt64 = 0

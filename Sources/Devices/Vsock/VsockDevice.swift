@@ -219,7 +219,8 @@ extension VsockDevice.State {
         let header = VsockHeader(sourceCID: VsockCID.host, destinationCID: guestCID,
                                  sourcePort: key.hostPort, destinationPort: key.guestPort, op: VsockOp.reset)
         remove(connection.key)
-        // Always owed: these are bounded by the connections there were.
-        resets.append(header)
+        // Bounded like the others: a guest that keeps making and breaking connections without
+        // posting rx buffers would otherwise grow the list for ever.
+        if resets.count < VsockDevice.maximumQueuedResets { resets.append(header) } else { statistics.resetsDropped += 1 }
     }
 }
