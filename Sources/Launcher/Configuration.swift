@@ -16,6 +16,9 @@ public struct VMConfiguration: Sendable, Equatable {
     public var networks: [NetConfiguration]
     /// A virtio entropy device.
     public var rng: Bool
+    /// Host directories shared with the guest, one virtio-fs device each
+    /// (`mount -t virtiofs TAG /mnt`).
+    public var shares: [FsShareConfiguration] = []
     /// Print a line on standard error at each step of the boot (configuration read, VM built,
     /// first KVM_RUN), timed from the process's start. Boot-timer marks are printed either way.
     public var traceBoot: Bool = false
@@ -67,6 +70,11 @@ public struct VMConfiguration: Sendable, Equatable {
         }
         guard !commandLine.utf8.contains(0) else {
             throw .badOption("the kernel command line contains a NUL byte")
+        }
+        var tags = Set<String>()
+        for share in shares {
+            do throws(FsError) { try share.validate() } catch { throw .share(error) }
+            guard tags.insert(share.tag).inserted else { throw .share(.duplicateTag(share.tag)) }
         }
     }
 }

@@ -134,7 +134,6 @@ static const int LG_O_DIRECT = 040000;
 static const int LG_O_NOATIME = 01000000;
 static const long LG_UTIME_NOW = ((1l << 30) - 1l);
 static const long LG_UTIME_OMIT = ((1l << 30) - 2l);
-static const int LG_O_TMPFILE = 020000000 | 0200000;
 int lg_kick_signal(void);
 /// The process's argc and argv, saved by a constructor before main: Swift's CommandLine reads
 /// /proc/self/cmdline, which a jail without /proc does not have.

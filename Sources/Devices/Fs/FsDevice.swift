@@ -74,6 +74,15 @@ public final class FsDevice: VirtioDevice {
         }
     }
 
+    /// Serves one FUSE request outside any queue, the way a chain's bytes are served: for the
+    /// fuzz harness and the sandbox probe. `room` is the answer's space; nil means no answer.
+    public func serve(request: [UInt8], room: Int) -> [UInt8]? {
+        state.withLock { s in
+            if case let .reply(bytes) = s.server.handle(request, room: room) { return bytes }
+            return nil
+        }
+    }
+
     public func activate(features: UInt64, memory: GuestMemory, queues: [Queue],
                          interrupt: VirtioInterrupt) throws(DeviceActivationError) {
         state.withLock { $0.queues = queues }
