@@ -42,11 +42,12 @@ commands:
       modules with their dependencies (loaded in order by /bin/load-modules).
       Default modules: $GUEST_MODULES
 
-  run --vmm PATH --scenario SCRIPT [--guest-init SCRIPT]... [--files DIR] [--env NAME=VALUE]...
-      [--host-tool PROGRAM]... [--log FILE] [--timeout SECONDS] [--with-qemu] [--with-l2-disk] [--with-debian-system]
+  run --vmm PATH --scenario SCRIPT [--guest-init SCRIPT]... [--guest-modules "NAME ..."]
+      [--files DIR] [--env NAME=VALUE]... [--host-tool PROGRAM]... [--log FILE] [--timeout SECONDS] [--with-qemu] [--with-l2-disk] [--with-debian-system]
       Run SCRIPT inside the lab host (L2) with LGUEST, GUEST_KERNEL, LAB_FILES and LAB_LIB set.
       --guest-init builds an L3 initramfs from that script into LAB_FILES, named after it:
-      check-init.sh -> check.cpio.gz. --with-qemu also puts qemu-system-x86_64 into L2 (for
+      check-init.sh -> check.cpio.gz; --guest-modules adds kernel modules to those images
+      (fuse virtiofs, say). --with-qemu also puts qemu-system-x86_64 into L2 (for
       -M microvm). --host-tool copies a program of this host (curl, say) with its libraries into
       L2's /lab/bin. --with-l2-disk gives L2 the Debian userland of 'l2-disk' (built if need be).
       Exits 0 when the scenario finished (LAB-DONE), 1 when the lab failed, 124 on timeout
@@ -479,7 +480,7 @@ EOF
 # GUEST_INITS ENVS.
 parse_run_options() {
     VMM='' SCENARIO='' FILES='' LOG='' TIMEOUT=$DEFAULT_TIMEOUT WITH_QEMU=false WITH_L2_DISK=false WITH_DEBIAN_SYSTEM=false
-    GUEST_INITS=() ENVS=() HOST_TOOLS=()
+    GUEST_INITS=() ENVS=() HOST_TOOLS=() EXTRA_GUEST_MODULES=''
     while [[ $# -gt 0 ]]; do
         case $1 in
         --vmm) need_arg "$@"; VMM=$2; shift ;;
@@ -488,6 +489,8 @@ parse_run_options() {
         --scenario=*) SCENARIO=${1#*=} ;;
         --guest-init) need_arg "$@"; GUEST_INITS+=("$2"); shift ;;
         --guest-init=*) GUEST_INITS+=("${1#*=}") ;;
+        --guest-modules) need_arg "$@"; EXTRA_GUEST_MODULES="$EXTRA_GUEST_MODULES $2"; shift ;;
+        --guest-modules=*) EXTRA_GUEST_MODULES="$EXTRA_GUEST_MODULES ${1#*=}" ;;
         --files) need_arg "$@"; FILES=$2; shift ;;
         --files=*) FILES=${1#*=} ;;
         --env) need_arg "$@"; ENVS+=("$2"); shift ;;
@@ -547,7 +550,7 @@ stage_files() { # DIR
         name=$(basename "$init")
         name=${name%.sh}
         name=${name%-init}
-        build_guest_initramfs "$init" "$dir/$name.cpio.gz" "$GUEST_MODULES"
+        build_guest_initramfs "$init" "$dir/$name.cpio.gz" "$GUEST_MODULES${EXTRA_GUEST_MODULES:+ ${EXTRA_GUEST_MODULES# }}"
     done
 }
 

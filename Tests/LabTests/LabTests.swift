@@ -192,6 +192,10 @@ let L2ToolsScenario = LabScenario(name: "l2-tools", guestInit: "check-init.sh", 
 /// Systemd under nested emulation is slow: each run may take ten minutes.
 let DebianScenario = LabScenario(name: "debian", guestInit: "check-init.sh",
                                  extraArguments: ["--with-debian-system", "--with-qemu", "--env", "LAB_RUN_TIMEOUT=600", "--timeout", "2400"])
+/// Shared directories: two virtio-fs shares mounted by the stock virtiofs driver, checked from
+/// inside and on the host, and the share-against-ext4 benchmark. mke2fs comes from this host.
+let FsScenario = LabScenario(name: "fs", guestInit: "fs-init.sh",
+                             extraArguments: ["--guest-modules", "fuse virtiofs", "--host-tool", "mke2fs"])
 /// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
