@@ -63,7 +63,8 @@ public enum ThreadSandbox {
     /// The file-system thread: the shared directories' queues and their FUSE servers. Every
     /// call that takes a path takes it relative to a descriptor (`dirfd` ≥ 0, so never
     /// AT_FDCWD); `mknodat` makes only regular files and FIFOs, `fchmod(at)` never sets the
-    /// set-user-ID or set-group-ID bits, and `openat` (used to reopen descriptors) never creates.
+    /// set-user-ID or set-group-ID bits, and `openat` (used to reopen descriptors) never creates;
+    /// any other `openat` fails with EACCES.
     public static func fileSystem(process: pid_t) -> SyscallFilter {
         let relative = { (index: Int) in ArgumentCheck.maskedInt(index, mask: 0x8000_0000, equals: 0) }
         let noSetID = { (index: Int) in ArgumentCheck.maskedInt(index, mask: 0o6000, equals: 0) }
@@ -72,7 +73,10 @@ public enum ThreadSandbox {
             .allow(.epoll_wait),
             .allow(.read),
             .allow(.write),
-            .allow(.openat, where: relative(0), .maskedInt(2, mask: UInt32(O_CREAT) | 0o20000000, equals: 0)),
+            // glibc's malloc opens /proc/sys/vm/overcommit_memory the first time it shrinks a
+            // thread's heap; refused, it takes the other way (madvise) and goes on.
+            .allow(.openat, whereAnyOf: [[relative(0), .maskedInt(2, mask: UInt32(O_CREAT) | 0o20000000, equals: 0)]],
+                   otherwiseFailWith: EACCES),
             .allow(.openat2, where: relative(0)),
             .allow(.newfstatat, where: relative(0)),
             .allow(.fstatfs),

@@ -32,6 +32,9 @@ public final class FsDevice: VirtioDevice {
         let server: FuseServer
         /// Chains the queue handed over that could not be answered.
         var dropped = 0
+        /// The driver reset the device; the server lets go of its nodes and handles on the
+        /// file-system thread (a reset arrives on a vCPU thread, whose filter has no `close`).
+        var resetPending = false
     }
     private let state: Mutex<State>
 
@@ -69,6 +72,7 @@ public final class FsDevice: VirtioDevice {
     public var statistics: FuseStatistics {
         state.withLock { s in
             var statistics = s.server.statistics
+            if s.resetPending { statistics.nodes = 1; statistics.handles = 0 }
             statistics.dropped += s.dropped
             return statistics
         }
@@ -78,6 +82,10 @@ public final class FsDevice: VirtioDevice {
     /// fuzz harness and the sandbox probe. `room` is the answer's space; nil means no answer.
     public func serve(request: [UInt8], room: Int) -> [UInt8]? {
         state.withLock { s in
+            if s.resetPending {
+                s.server.reset()
+                s.resetPending = false
+            }
             if case let .reply(bytes) = s.server.handle(request, room: room) { return bytes }
             return nil
         }
@@ -89,16 +97,21 @@ public final class FsDevice: VirtioDevice {
     }
 
     /// The driver reset the device: the queues go, and so does everything the guest had
-    /// looked up or opened (a new mount starts with FUSE_INIT).
+    /// looked up or opened (a new mount starts with FUSE_INIT) — closed on the file-system
+    /// thread before it serves the next request, or when the device goes away.
     public func reset() {
         state.withLock { s in
             s.queues = []
-            s.server.reset()
+            s.resetPending = true
         }
     }
 
     public func processQueue(_ index: Int) {
         state.withLock { s in
+            if s.resetPending {
+                s.server.reset()
+                s.resetPending = false
+            }
             guard s.queues.indices.contains(index) else { return }
             while true {
                 let chain: DescriptorChain

@@ -44,9 +44,11 @@ enum Fuse {
     static let maxPages: UInt32 = 1 << 22
     static let grantable = asyncRead | bigWrites | doReaddirplus | readdirplusAuto | parallelDirops | maxPages
 
-    /// Largest READ or WRITE payload: 256 pages.
-    static let maxTransfer = 256 * 4096
-    static let maxPagesValue: UInt16 = 256
+    /// Largest READ or WRITE payload: 128 pages. A request's chain is its pages plus a few
+    /// headers, and must stay shorter than the queue (256): Linux before 6.11 does not cap
+    /// `max_pages` by the queue's size itself.
+    static let maxTransfer = 128 * 4096
+    static let maxPagesValue: UInt16 = 128
 
     // SETATTR `valid` bits.
     static let setMode: UInt32 = 1 << 0
