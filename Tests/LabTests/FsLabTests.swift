@@ -79,4 +79,15 @@ struct FsLabTests {
         #expect(v["untar"] == "ok" && v["files"] == files, "\(run.context)")
         #expect(v["host-untar-files"] == files && v["host-untar-mismatches"] == "0", "\(run.context)")
     }
+
+    /// Not a timed test: the benchmark's numbers are printed (README, Performance), and here only
+    /// checked to be there.
+    @Test("the share-against-ext4 benchmark ran both halves")
+    func benchmarkRan() async throws {
+        let (run, v, _) = try await Self.report()
+        for key in ["virtiofs_untar_ms", "virtiofs_read_ms", "ext4_untar_ms", "ext4_read_ms"] {
+            #expect(Int(v[key] ?? "") != nil, "\(key)\n\(run.context)")
+        }
+        #expect(v["host-ext4"] == "yes", "\(run.context)")
+    }
 }

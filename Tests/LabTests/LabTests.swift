@@ -194,8 +194,10 @@ let DebianScenario = LabScenario(name: "debian", guestInit: "check-init.sh",
                                  extraArguments: ["--with-debian-system", "--with-qemu", "--env", "LAB_RUN_TIMEOUT=600", "--timeout", "2400"])
 /// Shared directories: two virtio-fs shares mounted by the stock virtiofs driver, checked from
 /// inside and on the host, and the share-against-ext4 benchmark. mke2fs comes from this host.
+/// Thousands of FUSE requests through nested emulation are slow: the run may take 11 minutes.
 let FsScenario = LabScenario(name: "fs", guestInit: "fs-init.sh",
-                             extraArguments: ["--guest-modules", "fuse virtiofs", "--host-tool", "mke2fs"])
+                             extraArguments: ["--guest-modules", "fuse virtiofs", "--host-tool", "mke2fs",
+                                              "--env", "LAB_RUN_TIMEOUT=660"])
 /// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
