@@ -40,10 +40,12 @@ echo "LAB-FS archive-files=$(wc -l <"$BASE/manifest") archive-bytes=$(wc -c <"$R
 ro_state() { (cd "$RO" && ls -A && stat -c '%n %a %s %Y' keep archive.tar && sha256sum keep archive.tar) | sha256sum | cut -d' ' -f1; }
 ro_before=$(ro_state)
 
-# The ext4 disk for the comparison (mke2fs comes from the host with --host-tool).
+# The ext4 disk for the comparison: e2fsprogs' mke2fs, which the lab copies from the host
+# with --host-tool (busybox's own mke2fs, first on L2's PATH, makes only ext2).
 dd if=/dev/zero of="$DISK" bs=1048576 count=0 seek=256 2>/dev/null
-if command -v mke2fs >/dev/null; then
-    mke2fs -q -F -t ext4 "$DISK" && echo "LAB-FS ext4=yes"
+MKFS=$(command -v /lab/bin/mke2fs || command -v mkfs.ext4 || true)
+if [ -n "$MKFS" ] && "$MKFS" -q -F -t ext4 "$DISK"; then
+    echo "LAB-FS ext4=yes"
 else
     echo "LAB-FS ext4=no"
 fi
