@@ -14,7 +14,7 @@ let package = Package(
         // lguest as a library: `VirtualMachine`, for Swift programs that run VMs in-process.
         .library(name: "LguestKit", targets: ["LguestKit"]),
         // The layers a guest or a user can feed bytes to, for the fuzz harnesses in Fuzz/.
-        .library(name: "LguestParsers", targets: ["GuestMemory", "Boot", "Firmware", "Virtio", "VirtioTesting", "Devices", "Launcher", "LguestCommands", "Api", "LguestKit"]),
+        .library(name: "LguestParsers", targets: ["GuestMemory", "HostSystem", "Boot", "Firmware", "Virtio", "VirtioTesting", "Devices", "Launcher", "LguestCommands", "Api", "LguestKit"]),
         // The device layers on their own, for the benchmarks in Benchmarks/ (a separate
         // package, so the normal build and tests never compile them).
         .library(name: "LguestDevices", targets: ["Devices", "Virtio", "VirtioTesting", "GuestMemory"]),
@@ -66,8 +66,9 @@ let package = Package(
         .executableTarget(name: "lguest", dependencies: ["LguestCommands", "HostSystem"]),
 
         // The driver's side of virtio, played by tests, fuzz harnesses and benchmarks: a mock
-        // virtio-mmio driver and a driver-side view of a split queue. Never in the product.
-        .target(name: "VirtioTesting", dependencies: ["Virtio", "GuestMemory"], path: "Tests/VirtioTesting"),
+        // virtio-mmio driver, a driver-side view of a split queue, and an I/O thread played with
+        // poll for devices that watch host descriptors. Never in the product.
+        .target(name: "VirtioTesting", dependencies: ["Virtio", "GuestMemory", "Devices"], path: "Tests/VirtioTesting"),
         // Tiny hand-assembled guests shared by the KVM and Launcher tests.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         // Installs one of lguest's real thread filters and makes one system call; SandboxTests

@@ -11,13 +11,15 @@ REPO_DIR=$(dirname "$LAB_DIR")
 CACHE=${LGUEST_LAB_CACHE:-$HOME/.cache/lguest-lab}
 
 # What the lab installs from Debian, and the command each package provides.
-PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools gcc"
+PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools gcc socat"
 # The kernel modules L2 needs: kvm for /dev/kvm, tun for the VMM's TAP devices, virtio and
 # squashfs for its disk (Lab/l2-disk.sh) (their
 # dependencies are resolved from the modules).
 L2_MODULES="irqbypass kvm kvm-amd tun virtio_pci virtio_blk squashfs"
 # The modules a guest initramfs carries unless told otherwise: every virtio driver the VMM
 # offers over virtio-mmio, and pvpanic so that a guest panic reaches the VMM.
+# Programs of this host copied with their libraries into guest initramfs images (run --guest-tool).
+GUEST_TOOLS=()
 GUEST_MODULES="virtio_ring virtio virtio_mmio virtio_blk failover net_failover virtio_net virtio_console virtio-rng pvpanic pvpanic-mmio"
 # L2's kernel command line. panic=-1 and QEMU's -no-reboot turn an L2 panic into a QEMU exit.
 L2_APPEND="console=ttyS0 quiet panic=-1 mitigations=off"
@@ -42,14 +44,14 @@ commands:
       modules with their dependencies (loaded in order by /bin/load-modules).
       Default modules: $GUEST_MODULES
 
-  run --vmm PATH --scenario SCRIPT [--guest-init SCRIPT]... [--guest-modules "NAME ..."]
-      [--files DIR] [--env NAME=VALUE]... [--host-tool PROGRAM]... [--log FILE] [--timeout SECONDS] [--with-qemu] [--with-l2-disk] [--with-debian-system]
+  run --vmm PATH --scenario SCRIPT [--guest-init SCRIPT]... [--files DIR] [--env NAME=VALUE]...
+      [--host-tool PROGRAM]... [--guest-tool PROGRAM]... [--guest-modules "NAME ..."] [--log FILE] [--timeout SECONDS] [--with-qemu] [--with-l2-disk] [--with-debian-system]
       Run SCRIPT inside the lab host (L2) with LGUEST, GUEST_KERNEL, LAB_FILES and LAB_LIB set.
       --guest-init builds an L3 initramfs from that script into LAB_FILES, named after it:
-      check-init.sh -> check.cpio.gz; --guest-modules adds kernel modules to those images
-      (fuse virtiofs, say). --with-qemu also puts qemu-system-x86_64 into L2 (for
+      check-init.sh -> check.cpio.gz. --with-qemu also puts qemu-system-x86_64 into L2 (for
       -M microvm). --host-tool copies a program of this host (curl, say) with its libraries into
-      L2's /lab/bin. --with-l2-disk gives L2 the Debian userland of 'l2-disk' (built if need be).
+      L2's /lab/bin; --guest-tool copies one into each guest initramfs's /bin, and
+      --guest-modules adds kernel modules to the guest's. --with-l2-disk gives L2 the Debian userland of 'l2-disk' (built if need be).
       Exits 0 when the scenario finished (LAB-DONE), 1 when the lab failed, 124 on timeout
       (default ${DEFAULT_TIMEOUT:-900} s). --with-debian-system gives L2 the image of
       'debian-system' as its last disk, and its kernel and initrd as debian-vmlinuz and
@@ -337,6 +339,7 @@ build_guest_initramfs() { # INIT OUT MODULES
         declare -f add_busybox add_modules add_guest_tools pack
         cat "$LAB_DIR/guest/outb.c"
         sha256sum /bin/busybox
+        for t in "${GUEST_TOOLS[@]}"; do sha256sum "$(command -v "$t")"; done
     } | hash_of)
     cached=$CACHE/images/guest-$key.cpio.gz
     if [[ ! -f $cached ]]; then
@@ -344,6 +347,10 @@ build_guest_initramfs() { # INIT OUT MODULES
         add_busybox "$stage"
         add_modules "$stage" "$modules"
         add_guest_tools "$stage"
+        for t in "${GUEST_TOOLS[@]}"; do
+            cp -L "$(command -v "$t")" "$stage/bin/$t"
+            add_libraries "$stage" "$(command -v "$t")"
+        done
         cp "$init" "$stage/init"
         chmod 755 "$stage/init"
         mkdir -p "$CACHE/images"
@@ -480,7 +487,7 @@ EOF
 # GUEST_INITS ENVS.
 parse_run_options() {
     VMM='' SCENARIO='' FILES='' LOG='' TIMEOUT=$DEFAULT_TIMEOUT WITH_QEMU=false WITH_L2_DISK=false WITH_DEBIAN_SYSTEM=false
-    GUEST_INITS=() ENVS=() HOST_TOOLS=() EXTRA_GUEST_MODULES=''
+    GUEST_INITS=() ENVS=() HOST_TOOLS=() GUEST_TOOLS=() GUEST_EXTRA_MODULES=''
     while [[ $# -gt 0 ]]; do
         case $1 in
         --vmm) need_arg "$@"; VMM=$2; shift ;;
@@ -489,13 +496,15 @@ parse_run_options() {
         --scenario=*) SCENARIO=${1#*=} ;;
         --guest-init) need_arg "$@"; GUEST_INITS+=("$2"); shift ;;
         --guest-init=*) GUEST_INITS+=("${1#*=}") ;;
-        --guest-modules) need_arg "$@"; EXTRA_GUEST_MODULES="$EXTRA_GUEST_MODULES $2"; shift ;;
-        --guest-modules=*) EXTRA_GUEST_MODULES="$EXTRA_GUEST_MODULES ${1#*=}" ;;
         --files) need_arg "$@"; FILES=$2; shift ;;
         --files=*) FILES=${1#*=} ;;
         --env) need_arg "$@"; ENVS+=("$2"); shift ;;
         --host-tool) need_arg "$@"; HOST_TOOLS+=("$2"); shift ;;
         --host-tool=*) HOST_TOOLS+=("${1#*=}") ;;
+        --guest-tool) need_arg "$@"; GUEST_TOOLS+=("$2"); shift ;;
+        --guest-tool=*) GUEST_TOOLS+=("${1#*=}") ;;
+        --guest-modules) need_arg "$@"; GUEST_EXTRA_MODULES+=" $2"; shift ;;
+        --guest-modules=*) GUEST_EXTRA_MODULES+=" ${1#*=}" ;;
         --env=*) ENVS+=("${1#*=}") ;;
         --log) need_arg "$@"; LOG=$2; shift ;;
         --log=*) LOG=${1#*=} ;;
@@ -524,6 +533,9 @@ parse_run_options() {
     for t in "${HOST_TOOLS[@]}"; do
         command -v "$t" >/dev/null || die "--host-tool $t: no such program on this host"
     done
+    for t in "${GUEST_TOOLS[@]}"; do
+        command -v "$t" >/dev/null || die "--guest-tool $t: no such program on this host"
+    done
 }
 
 # Copies each --host-tool program into STAGE/lab/bin with its libraries; their library
@@ -550,7 +562,7 @@ stage_files() { # DIR
         name=$(basename "$init")
         name=${name%.sh}
         name=${name%-init}
-        build_guest_initramfs "$init" "$dir/$name.cpio.gz" "$GUEST_MODULES${EXTRA_GUEST_MODULES:+ ${EXTRA_GUEST_MODULES# }}"
+        build_guest_initramfs "$init" "$dir/$name.cpio.gz" "$GUEST_MODULES$GUEST_EXTRA_MODULES"
     done
 }
 

@@ -165,6 +165,7 @@ public final class Controller: Sendable {
             for drive in file.drives ?? [] { try Router.checkID(drive.drive_id); try r.putDrive(drive) }
             for network in file.networkInterfaces ?? [] { try Router.checkID(network.iface_id); try r.putNetwork(network) }
             if let entropy = file.entropy { r.entropy = entropy }
+            if let vsock = file.vsock { try r.setVsock(vsock) }
             if let logger = file.logger { r.logger = logger }
             if let metrics = file.metrics { r.metrics = metrics }
         }

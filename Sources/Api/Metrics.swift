@@ -91,6 +91,12 @@ public final class MetricsWriter: @unchecked Sendable {
         values["uart"] = ["write_count": machine.uart.transmitted, "read_count": machine.uart.received,
                           "missed_read_count": machine.uart.droppedInput]
         values["vmm"] = ["panic_count": machine.panicked ? 1 : 0]
+        if let vsock = machine.vsock {
+            values["vsock"] = ["rx_bytes_count": vsock.rxBytes, "tx_bytes_count": vsock.txBytes,
+                               "rx_packets_count": vsock.rxPackets, "tx_packets_count": vsock.txPackets,
+                               "conns_added": vsock.connectionsAdded, "conns_killed": vsock.connectionsReset,
+                               "conns_removed": vsock.connectionsRemoved, "tx_write_fails": vsock.hostErrors]
+        }
         if let rng = machine.rng {
             values["entropy"] = ["entropy_event_count": UInt64(rng.requests), "entropy_bytes": UInt64(rng.bytes)]
         }

@@ -104,6 +104,14 @@ public struct EntropyDevice: Codable, Equatable, Sendable {
     public var rate_limiter: RateLimiter?
 }
 
+/// `PUT /vsock`: the guest's CID and the Unix socket that stands for the host side.
+public struct VsockSettings: Codable, Equatable, Sendable {
+    public var guest_cid: UInt32
+    public var uds_path: String
+    /// Deprecated by Firecracker; taken and ignored.
+    public var vsock_id: String?
+}
+
 /// `PUT /serial`: where the serial console's output goes instead of standard output.
 public struct SerialConfig: Codable, Equatable, Sendable {
     public var serial_out_path: String?
@@ -156,12 +164,13 @@ public struct FullVmConfiguration: Decodable, Equatable, Sendable {
     public var machineConfig: MachineConfig?
     public var networkInterfaces: [NetworkInterface]?
     public var entropy: EntropyDevice?
+    public var vsock: VsockSettings?
     public var logger: LoggerConfig?
     public var metrics: MetricsConfig?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case bootSource = "boot-source", drives, machineConfig = "machine-config"
-        case networkInterfaces = "network-interfaces", entropy, logger, metrics
+        case networkInterfaces = "network-interfaces", entropy, vsock, logger, metrics
     }
 }
 

@@ -31,6 +31,9 @@ public struct Resources: Equatable, Sendable {
     public var drives: [Drive] = []
     public var networks: [NetworkInterface] = []
     public var entropy: EntropyDevice?
+    public var vsock: VsockSettings?
+    /// The listener `PUT /vsock` bound, handed to the device at start.
+    var vsockListener: BoundListener?
     public var logger: LoggerConfig?
     public var metrics: MetricsConfig?
 
@@ -149,6 +152,10 @@ public struct Resources: Equatable, Sendable {
             disks: ordered.map { BlockConfiguration(path: $0.path_on_host ?? "", readOnly: $0.is_read_only == true,
                                                     rateLimit: $0.rate_limiter?.limit ?? .unlimited) },
             networks: networkConfigurations, rng: entropy != nil, sandbox: sandbox)
+        if let vsock {
+            configuration.vsock = VsockConfiguration(guestCID: UInt64(vsock.guest_cid), udsPath: vsock.uds_path,
+                                                     listener: vsockListener?.listener)
+        }
         configuration.traceBoot = false
         do throws(LaunchError) { try configuration.validate() } catch { throw .fault(error.description) }
         return configuration

@@ -5,7 +5,7 @@ import FoundationEssentials
 enum Router {
     /// Endpoints of Firecracker's API that lguest does not serve yet, and why.
     static let notYet: [String: String] = [
-        "vsock": "virtio-vsock", "snapshot": "snapshots", "balloon": "the balloon device",
+        "snapshot": "snapshots", "balloon": "the balloon device",
         "mmds": "the microVM metadata service", "cpu-config": "CPU templates",
         "hotplug": "memory hot-plug", "pmem": "virtio-pmem",
     ]
@@ -101,6 +101,10 @@ enum Router {
             let entropy = try body(EntropyDevice.self, .entropy)
             if entropy.rate_limiter != nil { throw .fault("A rate limiter on the entropy device is not supported by lguest yet.") }
             return try controller.preBoot { (r: inout Resources) in r.entropy = entropy }
+        case ("PUT", "vsock"):
+            // Extra segments are ignored, as Firecracker does (`PUT /vsock/vsock0`).
+            let settings = try body(VsockSettings.self, .vsock)
+            return try controller.preBoot { (r: inout Resources) throws(ApiFailure) in try r.setVsock(settings) }
         case ("PUT", "actions"):
             let action = try body(InstanceActionInfo.self, .action)
             switch action.action_type {

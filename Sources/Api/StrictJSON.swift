@@ -45,6 +45,7 @@ extension Shape {
     static let network = Shape(fields: ["iface_id", "host_dev_name", "guest_mac", "mtu", "rx_rate_limiter", "tx_rate_limiter"], nested: ["rx_rate_limiter": limiter, "tx_rate_limiter": limiter])
     static let networkPatch = Shape(fields: ["iface_id", "rx_rate_limiter", "tx_rate_limiter"], nested: ["rx_rate_limiter": limiter, "tx_rate_limiter": limiter])
     static let entropy = Shape(fields: ["rate_limiter"], nested: ["rate_limiter": limiter])
+    static let vsock = Shape(fields: ["guest_cid", "uds_path", "vsock_id"])
     static let action = Shape(fields: ["action_type"])
     static let serial = Shape(fields: ["serial_out_path", "rate_limiter"], nested: ["rate_limiter": bucket])
     static let vmState = Shape(fields: ["state"])
@@ -54,7 +55,7 @@ extension Shape {
     /// does), the objects inside are strict.
     static let configFile: [String: Shape] = [
         "boot-source": bootSource, "machine-config": machineConfig, "drives": drive,
-        "network-interfaces": network, "entropy": entropy, "logger": logger, "metrics": metrics,
+        "network-interfaces": network, "entropy": entropy, "vsock": vsock, "logger": logger, "metrics": metrics,
     ]
 }
 

@@ -16,9 +16,10 @@ struct VmConfigDocument: Encodable {
 
     func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: Key.self)
-        for key in [Key.balloon, .cpuConfig, .logger, .metrics, .mmdsConfig, .vsock, .memoryHotplug] {
+        for key in [Key.balloon, .cpuConfig, .logger, .metrics, .mmdsConfig, .memoryHotplug] {
             try c.encodeNil(forKey: key)
         }
+        try c.encode(resources.vsock.map { VsockDocument(guest_cid: $0.guest_cid, uds_path: $0.uds_path) }, forKey: .vsock)
         try c.encode(resources.drives.map(DriveDocument.init), forKey: .drives)
         try c.encode(resources.bootSource.map(BootSourceDocument.init), forKey: .bootSource)
         try c.encode(MachineDocument(config: resources.machine), forKey: .machineConfig)
@@ -32,6 +33,11 @@ struct VmConfigDocument: Encodable {
         encoder.outputFormatting = [.withoutEscapingSlashes, .sortedKeys]
         return Array((try? encoder.encode(VmConfigDocument(resources: resources))) ?? Data("{}".utf8))
     }
+}
+
+private struct VsockDocument: Encodable {
+    let guest_cid: UInt32
+    let uds_path: String
 }
 
 private struct BootSourceDocument: Encodable {

@@ -3,6 +3,8 @@
 #include "CKVM.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <signal.h>
 #include <string.h>
@@ -91,6 +93,13 @@ int lg_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *ne
 long lg_getdents64(int fd, void *buffer, size_t count) {
     long r;
     do { r = syscall(SYS_getdents64, fd, buffer, count); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
+int lg_set_malloc_trim_threshold(int bytes) { return mallopt(M_TRIM_THRESHOLD, bytes); }
+
+int lg_accept4(int fd, int flags) {
+    int r = accept4(fd, NULL, NULL, flags);
     return r < 0 ? -errno : r;
 }
 

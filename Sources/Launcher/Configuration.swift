@@ -19,6 +19,8 @@ public struct VMConfiguration: Sendable, Equatable {
     /// Host directories shared with the guest, one virtio-fs device each
     /// (`mount -t virtiofs TAG /mnt`).
     public var shares: [FsShareConfiguration] = []
+    /// A virtio-vsock device: the guest's CID and the host side's Unix socket.
+    public var vsock: VsockConfiguration?
     /// Print a line on standard error at each step of the boot (configuration read, VM built,
     /// first KVM_RUN), timed from the process's start. Boot-timer marks are printed either way.
     public var traceBoot: Bool = false
@@ -76,5 +78,6 @@ public struct VMConfiguration: Sendable, Equatable {
             do throws(FsError) { try share.validate() } catch { throw .share(error) }
             guard tags.insert(share.tag).inserted else { throw .share(.duplicateTag(share.tag)) }
         }
+        do throws(VsockError) { try vsock?.validate() } catch { throw .vsock(error) }
     }
 }

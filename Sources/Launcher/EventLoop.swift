@@ -1,4 +1,5 @@
 import CKVM
+import Devices
 import KVM
 import Synchronization
 #if canImport(Glibc)
@@ -9,9 +10,10 @@ import HostSystem
 /// The device I/O thread: one epoll set watching every descriptor devices care about (the
 /// terminal, the virtqueues' ioeventfds, TAP devices) and calling each one's handler when it is
 /// readable. Device work runs here, never on a vCPU thread.
-final class EventLoop: Sendable {
+final class EventLoop: DescriptorWatcher {
     let epoll: CInt
-    private let handlers = Mutex<[CInt: @Sendable () -> Void]>([:])
+    /// What to call for each descriptor, with the events that occurred.
+    private let handlers = Mutex<[CInt: @Sendable (UInt32) -> Void]>([:])
     /// Written by `wake()` so that the loop looks at its gate (pause, stop) even when no device
     /// has anything to say.
     private let control: EventFD
@@ -37,7 +39,7 @@ final class EventLoop: Sendable {
     /// Forgets every handler. Handlers capture the devices they serve, and some devices hold
     /// the loop (to watch or unwatch their descriptors): a stopped machine breaks that cycle here.
     func removeAllHandlers() {
-        let old = handlers.withLock { table -> [CInt: @Sendable () -> Void] in
+        let old = handlers.withLock { table -> [CInt: @Sendable (UInt32) -> Void] in
             defer { table = [:] }
             return table
         }
@@ -50,16 +52,35 @@ final class EventLoop: Sendable {
     /// /dev/null: epoll refuses those with EPERM).
     @discardableResult
     func watch(_ fd: CInt, _ handler: @escaping @Sendable () -> Void) throws(LaunchError) -> Bool {
-        handlers.withLock { $0[fd] = handler }
-        var event = epoll_event()
-        event.events = EPOLLIN.rawValue
-        event.data.fd = fd
-        guard epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) == 0 || errno == EEXIST else {
-            handlers.withLock { $0[fd] = nil }
-            if errno == EPERM { return false }
-            throw .setup("epoll_ctl(\(fd)): \(String(cString: strerror(errno)))")
+        switch add(fd, events: EPOLLIN.rawValue, { _ in handler() }) {
+        case 0: return true
+        case EPERM: return false
+        case let error: throw .setup("epoll_ctl(\(fd)): \(String(cString: strerror(error)))")
         }
-        return true
+    }
+
+    /// `DescriptorWatcher`: watches `fd` for `events` (EPOLLIN, EPOLLOUT), or changes them.
+    /// Failures are the device's descriptors being unusable; the device learns when it next
+    /// reads or writes them.
+    func watch(_ fd: Int32, events: UInt32, _ handler: @escaping @Sendable (UInt32) -> Void) {
+        _ = add(fd, events: events, handler)
+    }
+
+    /// Adds `fd` to the epoll set, or changes its events; returns 0 or errno.
+    private func add(_ fd: CInt, events: UInt32, _ handler: @escaping @Sendable (UInt32) -> Void) -> Int32 {
+        let known = handlers.withLock { table -> Bool in
+            defer { table[fd] = handler }
+            return table[fd] != nil
+        }
+        var event = epoll_event()
+        event.events = events
+        event.data.fd = fd
+        if epoll_ctl(epoll, known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &event) == 0 { return 0 }
+        if errno == EEXIST, epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event) == 0 { return 0 }
+        if errno == ENOENT, epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event) == 0 { return 0 }
+        let error = errno
+        handlers.withLock { $0[fd] = nil }
+        return error
     }
 
     /// Stops watching `fd` (for example a terminal that reached end of file).
@@ -80,7 +101,7 @@ final class EventLoop: Sendable {
             for event in events.prefix(Int(n)) {
                 let fd = event.data.fd
                 if fd == control.raw { control.drain(); continue }
-                if let handler = handlers.withLock({ $0[fd] }) { handler() }
+                if let handler = handlers.withLock({ $0[fd] }) { handler(event.events) }
             }
         }
         return nil

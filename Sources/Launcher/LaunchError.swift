@@ -19,6 +19,7 @@ public enum LaunchError: Error, CustomStringConvertible {
     case disk(BlockError)
     case network(TapError)
     case share(FsError)
+    case vsock(VsockError)
     case sandbox(SandboxError)
 
     public var description: String {
@@ -40,6 +41,7 @@ public enum LaunchError: Error, CustomStringConvertible {
         case let .network(error):
             return error.description
         case let .share(error):
+        case let .vsock(error):
             return error.description
         case let .sandbox(error):
             return error.description

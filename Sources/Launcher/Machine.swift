@@ -38,6 +38,7 @@ public final class Machine: Sendable {
     /// file-system thread, `lguest-fs`, under a filter of its own); nil without shares.
     let shares: [FsDevice]
     let fsEvents: EventLoop?
+    let vsock: VsockDevice?
     /// The filters `start()` built, kept for `confineCallingThread()`.
     let sandbox = Mutex<MachineSandbox?>(nil)
     /// The disks that are block devices, which the I/O thread may still discard on.
@@ -115,6 +116,10 @@ public final class Machine: Sendable {
         devices += shares as [any VirtioDevice]
         self.shares = shares
         fsEvents = shares.isEmpty ? nil : try EventLoop()
+        // The vsock device binds its Unix socket now: a path in use is refused before boot.
+        do throws(VsockError) { vsock = try configuration.vsock.map { c throws(VsockError) in try VsockDevice(configuration: c) } }
+        catch { throw .vsock(error) }
+        if let vsock { devices.append(vsock) }
         self.console = console
         let windows = devices.indices.map(VirtioWiring.window(for:))
 
@@ -176,6 +181,8 @@ public final class Machine: Sendable {
                 else { events.unwatch(network.tapDescriptor) }
             }
         }
+        // The vsock device watches its listener and connections itself, through the I/O thread.
+        vsock?.start(watcher: events)
         let power = self.power
         do {
             ports = try PlatformWiring.ports(serial: serial, keyboard: keyboard, power: power, bootTimer: BootTimer { value in

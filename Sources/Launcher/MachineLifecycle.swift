@@ -31,7 +31,7 @@ extension Machine {
         // Setup is over: from here on no thread needs a capability, a new file or a new thread
         // beyond the ones started below (docs/Sandbox.md).
         let sandbox = try MachineSandbox(enabled: configuration.sandbox, vcpus: vcpus, taps: taps,
-                                         blockDevices: blockDevices, shares: fsEvents != nil)
+                                         blockDevices: blockDevices, vsock: vsock != nil, shares: fsEvents != nil)
         self.sandbox.withLock { $0 = sandbox }
         let events = self.events, power = self.power, gate = self.gate
         gate.enter()
@@ -205,6 +205,7 @@ public struct MachineStatistics: Sendable {
     public var blocks: [BlockStatistics]
     public var networks: [NetStatistics]
     public var rng: RngDevice.Statistics?
+    public var vsock: VsockStatistics?
     public var uart: UartStatistics
     public var exitsIOIn: UInt64, exitsIOOut: UInt64, exitsMMIORead: UInt64, exitsMMIOWrite: UInt64, vcpuFailures: UInt64
     public var panicked: Bool
@@ -214,6 +215,7 @@ extension Machine {
     public var statistics: MachineStatistics {
         MachineStatistics(
             blocks: blocks.map(\.statistics), networks: networks.map(\.statistics), rng: rng?.statistics,
+            vsock: vsock?.statistics,
             uart: serial.statistics,
             exitsIOIn: exits.ioIn.load(ordering: .relaxed), exitsIOOut: exits.ioOut.load(ordering: .relaxed),
             exitsMMIORead: exits.mmioRead.load(ordering: .relaxed), exitsMMIOWrite: exits.mmioWrite.load(ordering: .relaxed),

@@ -20,6 +20,17 @@ public enum ThreadSandbox {
     public static func lockDown() throws(SandboxError) {
         try Privileges.forbidNewPrivileges()
         try Privileges.dropCapabilities()
+        keepHeapsWhole()
+    }
+
+    /// glibc gives a thread's malloc heap back to the kernel when much of it is freed, and the
+    /// first time it does, it opens /proc/sys/vm/overcommit_memory to choose how — an `openat`
+    /// no filter allows, on whichever thread freed the memory (a vsock connection's buffer going
+    /// away on the I/O thread, say). A trim threshold this high means heaps are not shrunk;
+    /// freed memory stays with malloc for the next allocation, and blocks of 128 KiB and more
+    /// (glibc's mmap threshold, which this fixes at its default) still go back with `munmap`.
+    static func keepHeapsWhole() {
+        _ = lg_set_malloc_trim_threshold(1 << 30)
     }
 
     /// A vCPU thread: KVM_RUN on its own vCPU, and what the devices it drives ask for when the
@@ -38,10 +49,10 @@ public enum ThreadSandbox {
     }
 
     /// The I/O thread: the event loop and every device's queue work, including a discard on
-    /// each disk that is a block device.
-    public static func io(process: pid_t, blockDevices: [CInt] = []) -> SyscallFilter {
+    /// each disk that is a block device, and with a vsock device its host side's sockets.
+    public static func io(process: pid_t, blockDevices: [CInt] = [], vsock: Bool = false) -> SyscallFilter {
         let discard: [[ArgumentCheck]] = blockDevices.map { [.equalInt(0, $0), .equal(1, UInt64(LG_BLKDISCARD))] }
-        return SyscallFilter([
+        return SyscallFilter((vsock ? vsockSockets : []) + [
             .allow(.epoll_wait),
             .allow(.read),
             .allow(.write),
@@ -111,6 +122,18 @@ public enum ThreadSandbox {
             .allow(.ioctl, whereAnyOf: restoreTerminal),
         ] + runtime(process: process))
     }
+    /// vsock's host side: host programs connecting to the listener, connections to their
+    /// `uds_P` listeners (stream sockets in the file system, nothing else), sending without
+    /// SIGPIPE, and closing.
+    static let vsockSockets: [SyscallRule] = [
+        .allow(.accept4),
+        .allow(.socket, where: .equalInt(0, AF_UNIX),
+               .maskedInt(1, mask: ~UInt32(SOCK_NONBLOCK.rawValue | SOCK_CLOEXEC.rawValue), equals: UInt32(SOCK_STREAM.rawValue))),
+        .allow(.connect),
+        .allow(.sendmsg),
+        .allow(.shutdown),
+        .allow(.close),
+    ]
 
     /// The console writer: it writes what the guest printed to the host's descriptor.
     public static func consoleWriter(process: pid_t) -> SyscallFilter {
@@ -207,7 +230,7 @@ struct MachineSandbox: Sendable {
     let main: SyscallFilter?
 
     /// Locks the process down (step 2) and builds every thread's filter.
-    init(enabled: Bool, vcpus: [VCPU], taps: [CInt], blockDevices: [CInt], shares: Bool = false) throws(LaunchError) {
+    init(enabled: Bool, vcpus: [VCPU], taps: [CInt], blockDevices: [CInt], vsock: Bool, shares: Bool = false) throws(LaunchError) {
         guard enabled else {
             (io, fs, main) = (nil, nil, nil)
             self.vcpus = vcpus.map { _ in nil }
@@ -215,7 +238,7 @@ struct MachineSandbox: Sendable {
         }
         do throws(SandboxError) { try ThreadSandbox.lockDown() } catch { throw .sandbox(error) }
         let process = getpid()
-        io = ThreadSandbox.io(process: process, blockDevices: blockDevices)
+        io = ThreadSandbox.io(process: process, blockDevices: blockDevices, vsock: vsock)
         fs = shares ? ThreadSandbox.fileSystem(process: process) : nil
         self.vcpus = vcpus.map { ThreadSandbox.vcpu(descriptor: $0.descriptor.raw, taps: taps, process: process) }
         main = ThreadSandbox.main(process: process)

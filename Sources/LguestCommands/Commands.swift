@@ -145,6 +145,10 @@ struct Run: VMCommand {
     @Flag(help: "A virtio random number generator.")
     var rng = false
 
+    @Option(help: ArgumentHelp("A virtio-vsock device: the guest's CID (3 or more) and the Unix socket host programs connect to (guest connections to port P reach PATH_P).",
+                               valueName: "cid=N,uds=PATH"))
+    var vsock: String?
+
     @Flag(help: "Print when each step of the boot happens, in ms since lguest started.")
     var traceBoot = false
 
@@ -169,6 +173,10 @@ struct Run: VMCommand {
         configuration.traceBoot = traceBoot
         configuration.virtioOnCommandLine = virtioCmdline
         for option in share { configuration.shares.append(try FsShareConfiguration(shareOption: option)) }
+        if let vsock {
+            do throws(VsockError) { configuration.vsock = try VsockConfiguration(option: vsock) }
+            catch { throw CommandLineError(error.description) }
+        }
         return configuration
     }
 

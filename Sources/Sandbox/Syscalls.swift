@@ -66,4 +66,7 @@ extension Syscall {
     public static let fsetxattr = Syscall(SYS_fsetxattr, "fsetxattr")
     public static let flistxattr = Syscall(SYS_flistxattr, "flistxattr")
     public static let fremovexattr = Syscall(SYS_fremovexattr, "fremovexattr")
+    public static let socket = Syscall(SYS_socket, "socket")
+    public static let connect = Syscall(SYS_connect, "connect")
+    public static let sendmsg = Syscall(SYS_sendmsg, "sendmsg")
 }

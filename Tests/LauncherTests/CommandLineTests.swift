@@ -1,5 +1,6 @@
 import Foundation
 import TestSupport
+import HostSystem
 import Testing
 
 /// The `lguest` tool as a user runs it: a real process, real files, this machine's /dev/kvm.
@@ -244,6 +245,21 @@ struct GuestLifecycleTests {
         try expectRefusal(["run", "--kernel", tinyKernel, "--net", "bridge=br0"], mentioning: ["bridge", "tap"])
         try expectRefusal(["--tunnet=999.1.2.3", "64", tinyKernel], mentioning: ["999.1.2.3"])
         try expectRefusal(["run", "--kernel", tinyKernel, "--net", "tap=no-such-tap-xyz"], mentioning: ["no-such-tap-xyz"])
+    }
+
+    /// `--vsock cid=N,uds=PATH`: a reserved CID, a path no Unix socket can have, a directory that
+    /// is not there, a socket another program listens on.
+    @Test func badVsock() throws {
+        let directory = try Tool.temporaryDirectory()
+        try expectRefusal(["run", "--kernel", tinyKernel, "--vsock", "cid=2,uds=\(directory)/v.sock"], mentioning: ["CID 2", "3"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--vsock", "cid=x,uds=\(directory)/v.sock"], mentioning: ["cid=x"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--vsock", "uds=\(directory)/v.sock"], mentioning: ["cid=N"])
+        let long = directory + "/" + String(repeating: "s", count: 120)
+        try expectRefusal(["run", "--kernel", tinyKernel, "--vsock", "cid=3,uds=\(long)"], mentioning: ["too long", "at most"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--vsock", "cid=3,uds=/no-such-dir-xyz/v.sock"],
+                          mentioning: ["/no-such-dir-xyz/v.sock", "directory does not exist"])
+        let busy = try UnixListener(path: directory + "/busy.sock")
+        try expectRefusal(["run", "--kernel", tinyKernel, "--vsock", "cid=3,uds=\(busy.path)"], mentioning: [busy.path, "in use"])
     }
 
     @Test func usageErrorsExit64() throws {

@@ -30,6 +30,13 @@ import Testing
         #expect(configuration.networks == [NetConfiguration(tap: .existing("lg0"), mac: try MACAddress("52:54:00:12:34:56"))])
     }
 
+    @Test func vsockOption() throws {
+        let configuration = try Lguest.configuration(from: ["run", "--kernel", "k", "--vsock", "cid=7,uds=/tmp/v.sock"])
+        #expect(configuration.vsock == VsockConfiguration(guestCID: 7, udsPath: "/tmp/v.sock"))
+        #expect(throws: CommandLineError.self) { try Lguest.configuration(from: ["run", "--kernel", "k", "--vsock", "cid=1,uds=/tmp/v"]) }
+        #expect(throws: CommandLineError.self) { try Lguest.configuration(from: ["run", "--kernel", "k", "--vsock", "cid=3,uds=/tmp/v,x=1"]) }
+    }
+
     @Test("the command line is the user's; virtio_mmio.device= only with --virtio-cmdline")
     func virtioOnTheCommandLineIsOptIn() throws {
         let plain = try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", "a.img", "--cmdline", "quiet"])

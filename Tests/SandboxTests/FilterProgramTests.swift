@@ -215,4 +215,14 @@ let kill = UInt32(SECCOMP_RET_KILL_PROCESS)
         #expect(documented == Set(filter.allowedNames),
                 "missing from the page: \(Set(filter.allowedNames).subtracting(documented).sorted()); not in the filter: \(documented.subtracting(filter.allowedNames).sorted())")
     }
+
+    /// The I/O thread's filter with a vsock device: its own table plus the vsock section's.
+    @Test func vsockCallsAreDocumented() throws {
+        let filter = ThreadSandbox.io(process: 1, blockDevices: [8], vsock: true)
+        let documented = try Self.documentedCalls(under: "The I/O thread, with a vsock device")
+            .union(Self.documentedCalls(under: "The I/O thread\n"))
+            .union(Self.documentedCalls(under: "Every thread"))
+        #expect(documented == Set(filter.allowedNames),
+                "missing from the page: \(Set(filter.allowedNames).subtracting(documented).sorted()); not in the filter: \(documented.subtracting(filter.allowedNames).sorted())")
+    }
 }

@@ -51,6 +51,13 @@ public enum Tool {
                       stderr: String(decoding: errData.data, as: UTF8.self))
     }
 
+    /// A new empty temporary directory (short enough to hold Unix socket paths).
+    public static func temporaryDirectory() throws -> String {
+        let path = "/tmp/lguest-\(getpid())-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        return path
+    }
+
     /// Writes `bytes` to a new temporary file and returns its path.
     public static func temporaryFile(_ bytes: [UInt8], name: String = "file") throws -> String {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("lguest-tests-\(getpid())")

@@ -142,6 +142,11 @@ char **lg_argv(void);
 int lg_install_kick_handler(void);
 /// fallocate(2), which <fcntl.h> declares only under _GNU_SOURCE. Returns 0 or -errno.
 int lg_fallocate(int fd, int mode, long long offset, long long length);
+/// accept4(2) without the peer's address, which <sys/socket.h> declares only under
+/// _GNU_SOURCE. Returns the new descriptor or -errno.
+int lg_accept4(int fd, int flags);
+/// mallopt(M_TRIM_THRESHOLD, bytes): glibc's <malloc.h>, which Swift's Glibc module leaves out.
+int lg_set_malloc_trim_threshold(int bytes);
 
 // MARK: - Ordering on shared memory (the guest's virtqueues).
 // On x86-64 acquire loads and release stores are plain moves; what matters is that the
