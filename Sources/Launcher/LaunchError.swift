@@ -41,6 +41,7 @@ public enum LaunchError: Error, CustomStringConvertible {
         case let .network(error):
             return error.description
         case let .share(error):
+            return error.description
         case let .vsock(error):
             return error.description
         case let .sandbox(error):
