@@ -8,6 +8,7 @@
 #   Scripts/bench.sh virtqueue [benchmark options]  split-ring code under ordo-one/benchmark
 #   Scripts/bench.sh startup [RUNS]                 exec to first KVM_RUN, stock kernel, on this host
 #   Scripts/bench.sh boot [RUNS]                    boot to /init and memory overhead vs QEMU microvm, in the lab
+#   Scripts/bench.sh vsock [RUNS]                   one 16 MiB stream through vsock vs virtio-net TCP, both ways, in the lab
 #   Scripts/bench.sh deps REV [RUNS]                 this build vs git revision REV: size, start-up, memory
 #   Scripts/bench.sh all
 set -euo pipefail
@@ -124,6 +125,37 @@ PY
     rm -rf "$work"
 }
 
+# The lab's vsock scenario in benchmark mode: RUNS streams of 16 MiB each way through vsock and
+# through virtio-net TCP (socat at both ends), alternating, timed where they start; medians.
+vsock() {
+    local runs=${1:-5} log
+    swift build >&2
+    log=$(mktemp)
+    Lab/lab.sh run --vmm .build/debug/lguest --scenario Lab/scenarios/vsock.sh --guest-init Lab/guest/vsock-init.sh \
+        --host-tool socat --guest-tool socat --guest-modules "vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport" \
+        --env "LAB_VSOCK_BENCH=$runs" --env LAB_RUN_TIMEOUT=900 --log "$log" >&2
+    tr -d '\r' <"$log" | awk '
+        /VSOCK bench-/ {
+            for (i = 1; i <= NF; i++) if ($i ~ /^bench-/) name = $i; else if ($i ~ /^ms=/) ms = substr($i, 4)
+            times[name] = times[name] " " ms
+        }
+        function median(list,   n, a, i, j, t) {
+            n = split(list, a, " ")
+            for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+            return a[int((n + 1) / 2)]
+        }
+        END {
+            split("h2g g2h", ways, " ")
+            for (k = 1; k <= 2; k++) {
+                w = ways[k]; v = median(times["bench-" w]); t = median(times["bench-net-" w])
+                if (v == "" || t == "") { printf "vsock %s: no result\n", w; continue }
+                printf "vsock %s  16 MiB: vsock %d ms (%.1f MiB/s), virtio-net TCP %d ms (%.1f MiB/s), vsock/TCP throughput %.2f  [runs: vsock%s; tcp%s]\n",
+                    w, v, 16000 / v, t, 16000 / t, t / v, times["bench-" w], times["bench-net-" w]
+            }
+        }'
+    rm -f "$log"
+}
+
 virtqueue() {
     swift package --package-path Benchmarks benchmark --target Virtqueue "$@"
 }
@@ -137,6 +169,7 @@ case "$command" in
     startup) startup "$@" ;;
     boot) boot "$@" ;;
     deps) deps "$@" ;;
+    vsock) vsock "$@" ;;
     all) block; net; virtqueue; startup; boot ;;
     *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -5,8 +5,7 @@
 #   g2h bytes=N sent=SHA got=SHA   16 MiB to the host's echo on port 6000 (uds_6000) and back
 #   parallel i bytes=N ok|bad      4 more at once, while the host runs its own 4
 #   refused port=6999 rc=N         a host port nobody listens on
-#   bench-g2h bytes=N ms=T         one stream to the host's sink on port 6001, timed
-#   bench-net-g2h bytes=N ms=T     the same bytes to the lab host over virtio-net TCP
+#   bench-g2h / bench-net-g2h     (benchmark mode only) 16 MiB to the host through vsock and TCP
 # then it waits for the host's connection to port 5001, and powers off.
 export PATH=/bin
 mount -t proc proc /proc
@@ -26,11 +25,29 @@ echo "LGUEST-VSOCK ready"
 # The same bytes over virtio-net TCP, for the benchmark beside vsock's.
 ip link set eth0 up
 ip addr add 192.0.2.2/24 dev eth0
-socat -u TCP-LISTEN:7000,reuseaddr OPEN:/dev/null 2>/dev/null &
+socat -u TCP-LISTEN:7000,reuseaddr,fork OPEN:/dev/null 2>/dev/null &
 sleep 0.2
 echo "LGUEST-VSOCK net-ready"
 
 head -c 16777216 /dev/urandom >/tmp/data
+
+# Benchmark mode (lguest.vsock-bench=RUNS on the command line, Scripts/bench.sh vsock): the host
+# times its runs first; once it connects to port 5001, the guest times RUNS streams of 16 MiB
+# to the host through vsock and through virtio-net TCP, in turn, and powers off.
+runs=$(sed -n 's/.*lguest.vsock-bench=\([0-9]*\).*/\1/p' /proc/cmdline)
+if [ -n "$runs" ]; then
+    socat -u VSOCK-LISTEN:5001 OPEN:/dev/null 2>/dev/null
+    for i in $(seq 1 "$runs"); do
+        start=$(now_ms)
+        socat -u - VSOCK-CONNECT:2:6001 </tmp/data 2>/dev/null
+        echo "LGUEST-VSOCK bench-g2h run=$i bytes=16777216 ms=$(( $(now_ms) - start ))"
+        start=$(now_ms)
+        socat -u - TCP:192.0.2.1:7001 </tmp/data 2>/dev/null
+        echo "LGUEST-VSOCK bench-net-g2h run=$i bytes=16777216 ms=$(( $(now_ms) - start ))"
+    done
+    poweroff -f
+fi
+
 sent=$(sha256sum </tmp/data | cut -d' ' -f1)
 t0=$(now_ms)
 socat -t 300 - VSOCK-CONNECT:2:6000 </tmp/data >/tmp/back 2>/tmp/g2h.err
@@ -41,23 +58,18 @@ tail -n 2 /tmp/g2h.err | sed 's/^/LGUEST-VSOCK g2h-stderr /'
 
 head -c 4194304 /tmp/data >/tmp/part
 part=$(sha256sum </tmp/part | cut -d' ' -f1)
+pids=''
 for i in 1 2 3 4; do
     (socat -t 300 - VSOCK-CONNECT:2:6000 </tmp/part >/tmp/back.$i 2>/dev/null
      if [ "$(sha256sum </tmp/back.$i | cut -d' ' -f1)" = "$part" ]; then r=ok; else r=bad; fi
      echo "LGUEST-VSOCK parallel $i bytes=$(wc -c </tmp/back.$i) $r") &
+    pids="$pids $!"
 done
-wait_for_parallel() { for _ in $(seq 1 600); do [ "$(ls /tmp/back.* 2>/dev/null | wc -l)" -ge 4 ] && ! pgrep -f "VSOCK-CONNECT:2:6000" >/dev/null && return; sleep 0.2; done; }
-wait_for_parallel
+# Only these: the listeners above are this shell's children too.
+for p in $pids; do wait "$p"; done
 
 socat -t 5 - VSOCK-CONNECT:2:6999 </dev/null >/dev/null 2>/tmp/refused.err
 echo "LGUEST-VSOCK refused port=6999 rc=$? why=$(tail -n 1 /tmp/refused.err | sed 's/.*: //')"
-
-start=$(now_ms)
-head -c 16777216 /tmp/data | socat -u - VSOCK-CONNECT:2:6001 2>/dev/null
-echo "LGUEST-VSOCK bench-g2h bytes=16777216 ms=$(( $(now_ms) - start ))"
-start=$(now_ms)
-socat -u - TCP:192.0.2.1:7001 </tmp/data 2>/dev/null
-echo "LGUEST-VSOCK bench-net-g2h bytes=16777216 ms=$(( $(now_ms) - start ))"
 
 # The host says when it is done, by connecting to port 5001.
 socat -u VSOCK-LISTEN:5001 OPEN:/dev/null 2>/dev/null

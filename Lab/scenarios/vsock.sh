@@ -6,8 +6,8 @@
 # (Lab/guest/vsock-init.sh, LGUEST-VSOCK lines):
 #   h2g: 16 MiB through the guest's echo service and back, checksums compared;
 #   parallel: 4 such connections at once (4 MiB each) while the guest runs 4 of its own;
-#   refused: CONNECT to a port nobody listens on in the guest closes the socket, no OK;
-#   bench-h2g / bench-net: 16 MiB one way through vsock and through virtio-net TCP, timed.
+#   refused: CONNECT to a port nobody listens on in the guest closes the socket, no OK.
+# With LAB_VSOCK_BENCH=RUNS it times streams through vsock and virtio-net TCP instead.
 # Tests/LabTests/VsockLabTests.swift reads the markers.
 # shellcheck source=lib.sh
 . "$LAB_LIB"
@@ -20,6 +20,15 @@ waitfor() {
     return 1
 }
 sha() { sha256sum | cut -d' ' -f1; }
+# tell_guest_done: connects to the guest's port 5001 until its listener answers OK (it starts
+# listening just after its last line, so the first try may find nobody there yet).
+tell_guest_done() {
+    for _ in $(seq 1 60); do
+        printf 'CONNECT 5001\n' | socat -t 2 - UNIX-CONNECT:"$SOCK" 2>/dev/null | grep -q '^OK ' && return 0
+        sleep 1
+    done
+    echo "LAB-VSOCK-ERROR the guest never listened on port 5001"
+}
 ms() { awk '{ printf "%d", $1 * 1000 }' /proc/uptime; }
 
 # The host programs the guest connects to: an echo on port 6000, a sink on port 6001.
@@ -37,12 +46,33 @@ start=$(lab_uptime)
 echo "LAB-BEGIN vsock uptime=$start"
 echo "LAB-COMMAND vsock $LGUEST run --vsock cid=3,uds=$SOCK --net tap=lgvs0"
 timeout -k 5 "$LAB_RUN_TIMEOUT" ${LAB_VSOCK_WRAP:-} "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --memory 512 --cpus 2 \
-    --cmdline "console=ttyS0 panic=1 quiet" --vsock "cid=3,uds=$SOCK" --net tap=lgvs0 ${LAB_VSOCK_EXTRA:-} \
+    --cmdline "console=ttyS0 panic=1 quiet${LAB_VSOCK_BENCH:+ lguest.vsock-bench=$LAB_VSOCK_BENCH}" --vsock "cid=3,uds=$SOCK" --net tap=lgvs0 ${LAB_VSOCK_EXTRA:-} \
     >"$CONSOLE" 2>"$LAB_TMP/vsock.err" &
 pid=$!
 # console_has TEXT: the guest printed TEXT, or lguest is gone (so waiting is over either way).
 console_has() { grep -q "$1" "$CONSOLE" || ! kill -0 "$pid" 2>/dev/null; }
 waitfor "$LAB_RUN_TIMEOUT" console_has "LGUEST-VSOCK ready" || echo "LAB-VSOCK-ERROR the guest never said ready"
+
+# Benchmark mode (LAB_VSOCK_BENCH=RUNS, Scripts/bench.sh vsock): RUNS streams of 16 MiB from
+# the lab host into the guest through vsock and through virtio-net TCP, in turn; then the
+# guest's own runs the other way (Lab/guest/vsock-init.sh); nothing else.
+if [ -n "${LAB_VSOCK_BENCH:-}" ]; then
+    waitfor 30 console_has "LGUEST-VSOCK net-ready"
+    for i in $(seq 1 "$LAB_VSOCK_BENCH"); do
+        t0=$(ms)
+        { printf 'CONNECT 5002\n'; cat "$LAB_TMP/data"; } | socat -u - UNIX-CONNECT:"$SOCK" 2>/dev/null
+        echo "LAB-VSOCK bench-h2g run=$i bytes=16777216 ms=$(($(ms) - t0))"
+        t0=$(ms)
+        socat -u - TCP:192.0.2.2:7000 <"$LAB_TMP/data" 2>/dev/null
+        echo "LAB-VSOCK bench-net-h2g run=$i bytes=16777216 ms=$(($(ms) - t0))"
+    done
+    tell_guest_done
+    wait "$pid"
+    echo "LAB-RESULT vsock exit=$?"
+    grep "LGUEST-VSOCK bench" "$CONSOLE"
+    echo "LAB-END vsock seconds=$(awk -v a="$start" -v b="$(lab_uptime)" 'BEGIN { printf "%.1f", b - a }')"
+    exit 0
+fi
 
 # One host program: CONNECT 5000 (the guest's echo), 16 MiB there and back. (socat's -t is how
 # long it waits for the way back once its input ended; it ends sooner when the guest closes.)
@@ -67,21 +97,9 @@ for p in $pids; do wait "$p"; done
 reply=$(printf 'CONNECT 7777\n' | socat -t 10 - UNIX-CONNECT:"$SOCK" 2>/dev/null | tr -d '\n')
 echo "LAB-VSOCK refused reply=[$reply]"
 
-# 16 MiB one way, timed: through vsock to the guest's sink, and through virtio-net TCP.
-t0=$(ms)
-{ printf 'CONNECT 5002\n'; cat "$LAB_TMP/data"; } | socat -u - UNIX-CONNECT:"$SOCK" 2>/dev/null
-t1=$(ms)
-echo "LAB-VSOCK bench-h2g bytes=16777216 ms=$((t1 - t0))"
-if waitfor 30 console_has "LGUEST-VSOCK net-ready"; then
-    t0=$(ms)
-    socat -u - TCP:192.0.2.2:7000 <"$LAB_TMP/data" 2>/dev/null
-    t1=$(ms)
-    echo "LAB-VSOCK bench-net-h2g bytes=16777216 ms=$((t1 - t0))"
-fi
-
-# The guest's own checks end with its bench; then tell it to power off.
-waitfor 300 console_has "LGUEST-VSOCK bench-net-g2h" || echo "LAB-VSOCK-ERROR the guest's checks never ended"
-printf 'CONNECT 5001\n' | socat -t 5 - UNIX-CONNECT:"$SOCK" >/dev/null 2>&1
+# The guest's own checks end with the refused connect; then tell it to power off.
+waitfor 300 console_has "LGUEST-VSOCK refused" || echo "LAB-VSOCK-ERROR the guest's checks never ended"
+tell_guest_done
 wait "$pid"
 status=$?
 echo

@@ -8,6 +8,8 @@ import Testing
 let VsockScenario = LabScenario(name: "vsock", guestInit: "vsock-init.sh", extraArguments: [
     "--host-tool", "socat", "--guest-tool", "socat",
     "--guest-modules", "vsock vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport",
+    // 16 MiB each way under nested emulation: minutes, not the two a boot gets.
+    "--env", "LAB_RUN_TIMEOUT=600", "--timeout", "1500",
 ])
 
 @Suite(.enabled(if: LabEnvironment.enabled && (LabEnvironment.runsInLab || LabEnvironment.onPath("socat")),
