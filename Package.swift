@@ -73,7 +73,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         // Installs one of lguest's real thread filters and makes one system call; SandboxTests
         // runs it to see which calls kill the process.
-        .executableTarget(name: "SandboxProbe", dependencies: ["Launcher", "Sandbox", "CKVM"], path: "Tests/SandboxProbe"),
+        .executableTarget(name: "SandboxProbe", dependencies: ["Launcher", "Devices", "Sandbox", "CKVM"], path: "Tests/SandboxProbe"),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),

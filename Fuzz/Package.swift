@@ -10,7 +10,7 @@ let harnesses = [
     // The split virtqueue on its own: rings, descriptor chains, indirect tables, used ring.
     "fuzz-chain",
     // Each virtio device behind the virtio-mmio transport, driven as a hostile guest would.
-    "fuzz-block", "fuzz-net", "fuzz-console", "fuzz-rng", "fuzz-vsock",
+    "fuzz-block", "fuzz-net", "fuzz-console", "fuzz-rng", "fuzz-vsock", "fuzz-fs",
     // The bzImage and ELF loaders.
     "fuzz-kernel",
     // The platform devices on the port I/O bus: UART, i8042, pvpanic, ACPI power.

@@ -70,6 +70,32 @@ int lg_fallocate(int fd, int mode, long long offset, long long length) {
     return r < 0 ? -errno : r;
 }
 
+struct lg_open_how {
+    unsigned long long flags;
+    unsigned long long mode;
+    unsigned long long resolve;
+};
+
+int lg_openat2(int dirfd, const char *path, unsigned long long flags, unsigned long long mode,
+               unsigned long long resolve) {
+    struct lg_open_how how = { flags, mode, resolve };
+    long r;
+    do { r = syscall(SYS_openat2, dirfd, path, &how, sizeof how); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : (int)r;
+}
+
+int lg_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
+    long r;
+    do { r = syscall(SYS_renameat2, olddirfd, oldpath, newdirfd, newpath, flags); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : (int)r;
+}
+
+long lg_getdents64(int fd, void *buffer, size_t count) {
+    long r;
+    do { r = syscall(SYS_getdents64, fd, buffer, count); } while (r < 0 && errno == EINTR);
+    return r < 0 ? -errno : r;
+}
+
 int lg_set_malloc_trim_threshold(int bytes) { return mallopt(M_TRIM_THRESHOLD, bytes); }
 
 int lg_accept4(int fd, int flags) {

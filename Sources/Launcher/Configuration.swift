@@ -16,6 +16,9 @@ public struct VMConfiguration: Sendable, Equatable {
     public var networks: [NetConfiguration]
     /// A virtio entropy device.
     public var rng: Bool
+    /// Host directories shared with the guest, one virtio-fs device each
+    /// (`mount -t virtiofs TAG /mnt`).
+    public var shares: [FsShareConfiguration] = []
     /// A virtio-vsock device: the guest's CID and the host side's Unix socket.
     public var vsock: VsockConfiguration?
     /// Print a line on standard error at each step of the boot (configuration read, VM built,
@@ -69,6 +72,11 @@ public struct VMConfiguration: Sendable, Equatable {
         }
         guard !commandLine.utf8.contains(0) else {
             throw .badOption("the kernel command line contains a NUL byte")
+        }
+        var tags = Set<String>()
+        for share in shares {
+            do throws(FsError) { try share.validate() } catch { throw .share(error) }
+            guard tags.insert(share.tag).inserted else { throw .share(.duplicateTag(share.tag)) }
         }
         do throws(VsockError) { try vsock?.validate() } catch { throw .vsock(error) }
     }

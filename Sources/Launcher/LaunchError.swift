@@ -18,6 +18,7 @@ public enum LaunchError: Error, CustomStringConvertible {
     case setup(String)
     case disk(BlockError)
     case network(TapError)
+    case share(FsError)
     case vsock(VsockError)
     case sandbox(SandboxError)
 
@@ -38,6 +39,8 @@ public enum LaunchError: Error, CustomStringConvertible {
         case let .disk(error):
             return error.description
         case let .network(error):
+            return error.description
+        case let .share(error):
             return error.description
         case let .vsock(error):
             return error.description

@@ -34,6 +34,10 @@ public final class Machine: Sendable {
     let networks: [NetDevice]
     let blocks: [BlockDevice]
     let rng: RngDevice?
+    /// The shared directories, and the event loop their queues are served from (on the
+    /// file-system thread, `lguest-fs`, under a filter of its own); nil without shares.
+    let shares: [FsDevice]
+    let fsEvents: EventLoop?
     let vsock: VsockDevice?
     /// The filters `start()` built, kept for `confineCallingThread()`.
     let sandbox = Mutex<MachineSandbox?>(nil)
@@ -102,6 +106,16 @@ public final class Machine: Sendable {
         taps = networks.map(\.tapDescriptor)
         rng = configuration.rng ? RngDevice() : nil
         if let rng { devices.append(rng) }
+        var shares: [FsDevice] = []
+        let budget = configuration.shares.isEmpty ? (0, 0) : FsDevice.descriptorBudget(shares: configuration.shares.count)
+        for share in configuration.shares {
+            do throws(FsError) {
+                shares.append(try FsDevice(share, maxNodes: share.maxNodes ?? budget.0, maxHandles: share.maxHandles ?? budget.1))
+            } catch { throw .share(error) }
+        }
+        devices += shares as [any VirtioDevice]
+        self.shares = shares
+        fsEvents = shares.isEmpty ? nil : try EventLoop()
         // The vsock device binds its Unix socket now: a path in use is refused before boot.
         do throws(VsockError) { vsock = try configuration.vsock.map { c throws(VsockError) in try VsockDevice(configuration: c) } }
         catch { throw .vsock(error) }
@@ -149,7 +163,9 @@ public final class Machine: Sendable {
         keyboard = I8042(power: power, interrupt: { keyboardInterrupt.signal() })
         var slots: [VirtioSlot] = []
         for (index, device) in devices.enumerated() {
-            slots.append(try VirtioWiring.attach(device, index: index, vm: vm, memory: memory, events: events))
+            // A shared directory's requests are file-system calls, served on a thread of their own.
+            let loop = (device is FsDevice ? fsEvents : nil) ?? events
+            slots.append(try VirtioWiring.attach(device, index: index, vm: vm, memory: memory, events: loop))
         }
         virtio = slots
         // A rate-limited device out of tokens waits for its timer, here, on the I/O thread.

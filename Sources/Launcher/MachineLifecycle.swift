@@ -9,6 +9,7 @@ import Glibc
 /// The threads of a started machine.
 struct MachineThreads {
     var io: MachineThread?
+    var fs: MachineThread?
     var vcpus: [MachineThread] = []
     var started = false
     var shutDown = false
@@ -30,7 +31,7 @@ extension Machine {
         // Setup is over: from here on no thread needs a capability, a new file or a new thread
         // beyond the ones started below (docs/Sandbox.md).
         let sandbox = try MachineSandbox(enabled: configuration.sandbox, vcpus: vcpus, taps: taps,
-                                         blockDevices: blockDevices, vsock: vsock != nil)
+                                         blockDevices: blockDevices, vsock: vsock != nil, shares: fsEvents != nil)
         self.sandbox.withLock { $0 = sandbox }
         let events = self.events, power = self.power, gate = self.gate
         gate.enter()
@@ -40,6 +41,15 @@ extension Machine {
             if let failure = events.run(gate: gate) { power.requestStop(.failure(failure.description)) }
         }
         threads.withLock { $0.io = io }
+        if let fsEvents {
+            gate.enter()
+            let fs = try MachineThread(name: "lguest-fs") {
+                defer { gate.leave() }
+                guard enterThreadSandbox(sandbox.fs, power: power) else { return }
+                if let failure = fsEvents.run(gate: gate) { power.requestStop(.failure(failure.description)) }
+            }
+            threads.withLock { $0.fs = fs }
+        }
         for (vcpu, filter) in zip(vcpus, sandbox.vcpus) {
             let (ports, mmio, exits) = (self.ports, self.mmio, self.exits)
             let trace = configuration.traceBoot && vcpu.id == 0
@@ -117,8 +127,10 @@ extension Machine {
         guard let started else { return }
         kickAll()
         started.io?.join()
+        started.fs?.join()
         for thread in started.vcpus { thread.join() }
         events.removeAllHandlers()
+        fsEvents?.removeAllHandlers()
         for network in networks { network.setTapReadableHandler { _ in } }
     }
 
@@ -129,6 +141,7 @@ extension Machine {
         let vcpuThreads = threads.withLock { $0.vcpus }
         for thread in vcpuThreads { thread.kick() }
         events.wake()
+        fsEvents?.wake()
     }
 
     /// Keys from the connection's input go to the console (COM1 or virtio-console), through

@@ -71,6 +71,57 @@ public enum ThreadSandbox {
         ] + runtime(process: process))
     }
 
+    /// The file-system thread: the shared directories' queues and their FUSE servers. Every
+    /// call that takes a path takes it relative to a descriptor (`dirfd` ≥ 0, so never
+    /// AT_FDCWD); `mknodat` makes only regular files and FIFOs, `fchmod(at)` never sets the
+    /// set-user-ID or set-group-ID bits, and `openat` (used to reopen descriptors) never creates;
+    /// any other `openat` fails with EACCES.
+    public static func fileSystem(process: pid_t) -> SyscallFilter {
+        let relative = { (index: Int) in ArgumentCheck.maskedInt(index, mask: 0x8000_0000, equals: 0) }
+        let noSetID = { (index: Int) in ArgumentCheck.maskedInt(index, mask: 0o6000, equals: 0) }
+        let fileType: UInt32 = 0o170000
+        return SyscallFilter([
+            .allow(.epoll_wait),
+            .allow(.read),
+            .allow(.write),
+            // glibc's malloc opens /proc/sys/vm/overcommit_memory the first time it shrinks a
+            // thread's heap; refused, it takes the other way (madvise) and goes on.
+            .allow(.openat, whereAnyOf: [[relative(0), .maskedInt(2, mask: UInt32(O_CREAT) | 0o20000000, equals: 0)]],
+                   otherwiseFailWith: EACCES),
+            .allow(.openat2, where: relative(0)),
+            .allow(.newfstatat, where: relative(0)),
+            .allow(.fstatfs),
+            .allow(.mkdirat, where: relative(0)),
+            .allow(.mknodat, whereAnyOf: [
+                [relative(0), .maskedInt(2, mask: fileType, equals: 0o100000)],
+                [relative(0), .maskedInt(2, mask: fileType, equals: 0o010000)],
+            ]),
+            .allow(.symlinkat, where: relative(1)),
+            .allow(.readlinkat, where: relative(0)),
+            .allow(.linkat, where: relative(0), relative(2)),
+            .allow(.unlinkat, where: relative(0)),
+            .allow(.renameat2, where: relative(0), relative(2)),
+            .allow(.fchownat, where: relative(0)),
+            .allow(.fchmodat, where: relative(0), noSetID(2)),
+            .allow(.fchmod, where: noSetID(1)),
+            .allow(.utimensat, where: relative(0)),
+            .allow(.faccessat2, where: relative(0)),
+            .allow(.fsync),
+            .allow(.fdatasync),
+            .allow(.ftruncate),
+            .allow(.fallocate),
+            .allow(.lseek),
+            .allow(.pread64),
+            .allow(.pwrite64),
+            .allow(.getdents64),
+            .allow(.close),
+            .allow(.fgetxattr),
+            .allow(.fsetxattr),
+            .allow(.flistxattr),
+            .allow(.fremovexattr),
+            .allow(.ioctl, whereAnyOf: restoreTerminal),
+        ] + runtime(process: process))
+    }
     /// vsock's host side: host programs connecting to the listener, connections to their
     /// `uds_P` listeners (stream sockets in the file system, nothing else), sending without
     /// SIGPIPE, and closing.
@@ -173,19 +224,22 @@ public enum ThreadSandbox {
 /// before any of its threads starts. All nil when the sandbox is off.
 struct MachineSandbox: Sendable {
     let io: SyscallFilter?
+    /// The file-system thread's, when there are shared directories.
+    let fs: SyscallFilter?
     let vcpus: [SyscallFilter?]
     let main: SyscallFilter?
 
     /// Locks the process down (step 2) and builds every thread's filter.
-    init(enabled: Bool, vcpus: [VCPU], taps: [CInt], blockDevices: [CInt], vsock: Bool) throws(LaunchError) {
+    init(enabled: Bool, vcpus: [VCPU], taps: [CInt], blockDevices: [CInt], vsock: Bool, shares: Bool = false) throws(LaunchError) {
         guard enabled else {
-            (io, main) = (nil, nil)
+            (io, fs, main) = (nil, nil, nil)
             self.vcpus = vcpus.map { _ in nil }
             return
         }
         do throws(SandboxError) { try ThreadSandbox.lockDown() } catch { throw .sandbox(error) }
         let process = getpid()
         io = ThreadSandbox.io(process: process, blockDevices: blockDevices, vsock: vsock)
+        fs = shares ? ThreadSandbox.fileSystem(process: process) : nil
         self.vcpus = vcpus.map { ThreadSandbox.vcpu(descriptor: $0.descriptor.raw, taps: taps, process: process) }
         main = ThreadSandbox.main(process: process)
     }

@@ -138,6 +138,10 @@ struct Run: VMCommand {
     @Option(help: ArgumentHelp("A network device on a TAP interface.", valueName: "tap=NAME[,mac=MAC]"))
     var net: [String] = []
 
+    @Option(help: ArgumentHelp("A host directory the guest can mount with mount -t virtiofs TAG DIR, optionally read-only (repeatable).",
+                               valueName: "PATH,tag=TAG[,readonly]"))
+    var share: [String] = []
+
     @Flag(help: "A virtio random number generator.")
     var rng = false
 
@@ -168,6 +172,7 @@ struct Run: VMCommand {
             disks: disks, networks: networks, rng: rng, sandbox: !noSandbox)
         configuration.traceBoot = traceBoot
         configuration.virtioOnCommandLine = virtioCmdline
+        for option in share { configuration.shares.append(try FsShareConfiguration(shareOption: option)) }
         if let vsock {
             do throws(VsockError) { configuration.vsock = try VsockConfiguration(option: vsock) }
             catch { throw CommandLineError(error.description) }
@@ -199,6 +204,25 @@ extension BlockConfiguration {
         }
         if path.isEmpty { throw CommandLineError("--disk \(option): no image path") }
         self.init(path: path, readOnly: readOnly, rateLimit: limit)
+    }
+}
+
+extension FsShareConfiguration {
+    /// The `--share` option, `PATH,tag=TAG[,readonly]` (`ro` for `readonly`).
+    public init(shareOption option: String) throws(CommandLineError) {
+        var parts = option.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
+        let path = parts.removeFirst()
+        var tag: String?
+        var readOnly = false
+        for flag in parts {
+            if flag == "readonly" || flag == "ro" { readOnly = true }
+            else if flag.hasPrefix("tag=") { tag = String(flag.dropFirst(4)) }
+            else { throw CommandLineError("--share \(option): unknown flag '\(flag)' (known: tag=, readonly)") }
+        }
+        if path.isEmpty { throw CommandLineError("--share \(option): no directory") }
+        guard let tag, !tag.isEmpty else { throw CommandLineError("--share \(option): no tag: give it as \(path),tag=NAME") }
+        self.init(path: path, tag: tag, readOnly: readOnly)
+        do throws(FsError) { try validate() } catch { throw CommandLineError("--share \(option): \(error)") }
     }
 }
 

@@ -62,6 +62,7 @@ public struct SyscallFilter: Sendable {
 
     static let allow = UInt32(SECCOMP_RET_ALLOW)
     static let kill = UInt32(SECCOMP_RET_KILL_PROCESS)
+    static let errno = UInt32(SECCOMP_RET_ERRNO)
 }
 
 /// A system call, by its x86-64 number and its name.
@@ -80,6 +81,15 @@ public struct SyscallRule: Sendable {
     public let syscall: Syscall
     /// Empty: allowed with any arguments.
     public let alternatives: [[ArgumentCheck]]
+    /// What a call matching no alternative gets: 0 kills the process; otherwise the call fails
+    /// with this errno and the thread goes on.
+    public let refusal: Int32
+
+    init(syscall: Syscall, alternatives: [[ArgumentCheck]], refusal: Int32 = 0) {
+        self.syscall = syscall
+        self.alternatives = alternatives
+        self.refusal = refusal
+    }
 
     /// Allowed with any arguments.
     public static func allow(_ syscall: Syscall) -> SyscallRule {
@@ -100,6 +110,17 @@ public struct SyscallRule: Sendable {
         return SyscallRule(syscall: syscall, alternatives: alternatives)
     }
 
+    /// Allowed when every check of at least one alternative holds; otherwise the call fails
+    /// with `errno` instead of killing the process. For a call the C library makes on its own
+    /// and copes with failing (glibc's malloc reads /proc/sys/vm/overcommit_memory, by
+    /// absolute name, the first time it shrinks a thread's heap).
+    public static func allow(_ syscall: Syscall, whereAnyOf alternatives: [[ArgumentCheck]],
+                             otherwiseFailWith errno: Int32) -> SyscallRule {
+        precondition(errno > 0 && errno < 4096, "\(syscall.name): an errno is 1...4095")
+        let rule = allow(syscall, whereAnyOf: alternatives)
+        return SyscallRule(syscall: syscall, alternatives: rule.alternatives, refusal: errno)
+    }
+
     /// The instructions after the number matched: ALLOW, or the alternatives then KILL.
     func body() -> [sock_filter] {
         guard !alternatives.isEmpty else { return [BPFProgram.returning(SyscallFilter.allow)] }
@@ -116,7 +137,7 @@ public struct SyscallRule: Sendable {
             p.append(block)
             p.ret(SyscallFilter.allow)
         }
-        p.ret(SyscallFilter.kill)
+        p.ret(refusal == 0 ? SyscallFilter.kill : SyscallFilter.errno | UInt32(refusal))
         return p.instructions
     }
 }

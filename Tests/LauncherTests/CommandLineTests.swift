@@ -84,6 +84,16 @@ struct GuestLifecycleTests {
         #expect(result.stdout.contains("virt"))
     }
 
+    @Test func sharedDirectoriesAreServedUnderTheSandboxAndTheGuestRuns() throws {
+        // Two shares: their devices answer on the MMIO bus, the file-system thread starts under
+        // its filter, and stops with the machine.
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.printVirtioMagic()), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64",
+                                   "--share", "/tmp,tag=tmp", "--share", "/usr,tag=usr,readonly"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("virt"))
+    }
+
     @Test func aRateLimitedDiskIsWiredAndTheGuestRuns() throws {
         // The throttle timer is watched by the I/O thread from the start, under its filter.
         let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.printVirtioMagic()), name: "tiny.elf")
@@ -214,6 +224,19 @@ struct GuestLifecycleTests {
         try #require(holder >= 0)
         defer { close(holder) }
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", loop.path], mentioning: [loop.path, "busy"])
+    }
+
+    @Test func badShares() throws {
+        let kernel = try tinyKernel
+        try expectRefusal(["run", "--kernel", kernel, "--share", "/nonexistent/project,tag=work"],
+                          mentioning: ["/nonexistent/project", "does not exist"])
+        try expectRefusal(["run", "--kernel", kernel, "--share", "\(kernel),tag=work"], mentioning: [kernel, "not a directory"])
+        try expectRefusal(["run", "--kernel", kernel, "--share", "/tmp,tag=work", "--share", "/var,tag=work"],
+                          mentioning: ["\"work\"", "twice"])
+        let long = String(repeating: "t", count: 37)
+        try expectRefusal(["run", "--kernel", kernel, "--share", "/tmp,tag=\(long)"], mentioning: [long, "36 bytes"])
+        try expectRefusal(["run", "--kernel", kernel, "--share", "/tmp"], mentioning: ["tag"])
+        try expectRefusal(["run", "--kernel", kernel, "--share", "/tmp,tag=x,sideways"], mentioning: ["sideways"])
     }
 
     @Test func badNetworks() throws {

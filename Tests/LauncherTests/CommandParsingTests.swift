@@ -88,4 +88,33 @@ import Testing
             #expect(Lguest.exitCode(for: error) == .validationFailure)
         }
     }
+
+    @Test func sharesParse() throws {
+        let configuration = try Lguest.configuration(from: [
+            "run", "--kernel", "k", "--share", "/home/me/project,tag=work", "--share", "/srv/data,tag=data,readonly"])
+        #expect(configuration.shares == [FsShareConfiguration(path: "/home/me/project", tag: "work"),
+                                         FsShareConfiguration(path: "/srv/data", tag: "data", readOnly: true)])
+        #expect(try Lguest.configuration(from: ["run", "--kernel", "k", "--share", "/a,ro,tag=t"]).shares.first?.readOnly == true)
+    }
+
+    @Test(arguments: [
+        ("/a", "--share /a: no tag: give it as /a,tag=NAME"),
+        ("/a,tag=", "--share /a,tag=: no tag: give it as /a,tag=NAME"),
+        (",tag=x", "--share ,tag=x: no directory"),
+        ("/a,tag=x,rw", "--share /a,tag=x,rw: unknown flag 'rw' (known: tag=, readonly)"),
+        ("/a,tag=" + String(repeating: "x", count: 37),
+         "--share /a,tag=\(String(repeating: "x", count: 37)): share tag \"\(String(repeating: "x", count: 37))\" is longer than 36 bytes"),
+    ])
+    func badShareOptions(option: String, message: String) throws {
+        #expect(throws: CommandLineError(message)) { try Lguest.configuration(from: ["run", "--kernel", "k", "--share", option]) }
+    }
+
+    @Test func aTagUsedTwiceIsRefused() throws {
+        #expect(throws: (any Error).self) {
+            try Lguest.configuration(from: ["run", "--kernel", "k", "--share", "/a,tag=t", "--share", "/b,tag=t"])
+        }
+        // 36 bytes exactly is fine.
+        let tag = String(repeating: "x", count: 36)
+        #expect(try Lguest.configuration(from: ["run", "--kernel", "k", "--share", "/a,tag=\(tag)"]).shares.first?.tag == tag)
+    }
 }

@@ -1,7 +1,7 @@
 // SandboxProbe KIND CALL
 //
 // Locks the process down as lguest does (ThreadSandbox.lockDown), installs lguest's real filter
-// for KIND (io, vcpu, main) on a thread of that kind, and makes one system call, CALL. If the
+// for KIND (io, vcpu, main, fs) on a thread of that kind, and makes one system call, CALL. If the
 // filter allows it, the probe prints "survived CALL" and exits 0; if not, the kernel kills the
 // process with SIGSYS. `SandboxProbe privileges` prints what a thread started after lockDown
 // holds, as /proc reports it.
@@ -48,7 +48,7 @@ if arguments.first == "privileges" {
 }
 
 guard arguments.count == 2, let kind = arguments.first, let call = arguments.last else {
-    die("usage: SandboxProbe io|vcpu|main CALL, or SandboxProbe privileges")
+    die("usage: SandboxProbe io|vcpu|main|fs CALL, or SandboxProbe privileges")
 }
 
 // Descriptors the filters name, opened before any filter (as lguest opens its own during setup).
@@ -65,6 +65,7 @@ switch kind {
 case "io": filter = ThreadSandbox.io(process: process)
 case "vcpu": filter = ThreadSandbox.vcpu(descriptor: vcpuStandIn, taps: [tapStandIn], process: process)
 case "main": filter = ThreadSandbox.main(process: process)
+case "fs": filter = ThreadSandbox.fileSystem(process: process)
 default: die("unknown thread kind \(kind)")
 }
 
@@ -81,6 +82,8 @@ let calls: [String: @Sendable () -> Int] = [
         return p == MAP_FAILED ? -1 : Int(munmap(p, 4096))
     },
     "write": { Int(write(1, "", 0)) },
+    "fs-server": { FsProbe.shared.run() },
+    "fs-relative-fifo": { Int(mknodat(FsProbe.shared.directory, "fifo", S_IFIFO | 0o600, 0)) },
     // Never allowed, or not with these arguments:
     "socket": { Int(socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)) },
     "openat": { Int(open("/dev/null", O_RDONLY)) },
@@ -88,12 +91,17 @@ let calls: [String: @Sendable () -> Int] = [
     "x32-getpid": { lg_raw_syscall0(Int(__X32_SYSCALL_BIT) | Int(SYS_getpid)) },
     "kvm-set-regs": { var regs = kvm_regs(); return Int(lg_ioctl_pointer(vcpuStandIn, LG_KVM_SET_REGS, &regs)) },
     "kvm-run-other-fd": { Int(lg_ioctl(unrelated, LG_KVM_RUN)) },
+    "stat-by-path": { var s = stat(); return Int(stat("/etc/passwd", &s)) },
+    "fs-device-node": { Int(mknodat(FsProbe.shared.directory, "null", S_IFCHR | 0o600, 0x103)) },
+    "fs-chmod-setuid": { Int(fchmodat(FsProbe.shared.directory, "fifo", 0o4755, 0)) },
     "mmap-exec": {
         let p = mmap(nil, 4096, PROT_READ | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
         return p == MAP_FAILED ? -1 : 0
     },
 ]
 guard let body = calls[call] else { die("unknown call \(call)") }
+// The share and its device are set up before any filter, as lguest sets them up.
+if kind == "fs" { _ = FsProbe.shared }
 
 do throws(SandboxError) { try ThreadSandbox.lockDown() } catch { die(error.description) }
 if kind == "main" {
@@ -107,4 +115,5 @@ onThread {
     let result = body()
     printError("survived \(call) result=\(result)")
 }
+if kind == "fs" { FsProbe.shared.removeScratch() }
 exit(0)

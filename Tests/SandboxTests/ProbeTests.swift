@@ -76,6 +76,23 @@ enum Probe {
     func forbiddenCallsKillTheProcess(call: String) throws { try Probe.expectKilled("main", call) }
 }
 
+@Suite struct FileSystemThreadFilterTests {
+    /// A whole FUSE session, every operation once, served under the filter: the server makes
+    /// no call the filter lacks.
+    @Test(arguments: ["fs-server", "fs-relative-fifo", "write", "malloc", "restore-terminal"])
+    func allowedCallsGoThrough(call: String) throws { try Probe.expectAllowed("fs", call) }
+
+    /// An open by name fails instead of killing (glibc's malloc makes one on its own).
+    @Test func anOpenByNameFails() throws {
+        let outcome = try Probe.run(["fs", "openat"])
+        #expect(outcome.exitStatus == 0, "\(outcome)")
+        #expect(outcome.output.contains("survived openat result=-1"), "\(outcome.output)")
+    }
+
+    @Test(arguments: ["stat-by-path", "fs-device-node", "fs-chmod-setuid", "socket", "execve", "getrandom", "kvm-run"])
+    func forbiddenCallsKillTheProcess(call: String) throws { try Probe.expectKilled("fs", call) }
+}
+
 @Suite struct PrivilegeTests {
     /// A thread started after lockDown, as every vCPU and the I/O thread is, holds nothing.
     @Test func threadsStartedAfterLockDownHaveNoCapabilitiesAndNoNewPrivileges() throws {

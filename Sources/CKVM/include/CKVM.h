@@ -27,6 +27,10 @@
 #include <sys/signalfd.h>
 #include <sys/timerfd.h>
 #include <sys/syscall.h>
+#include <sys/statfs.h>
+#include <sys/xattr.h>
+#include <sys/stat.h>
+#include <fcntl.h>
 #include <termios.h>
 #include <pthread.h>
 #include <signal.h>
@@ -113,6 +117,23 @@ int lg_set_thread_name(pthread_t thread, const char *name);
 /// The real-time signal that kicks a vCPU thread out of KVM_RUN (SIGRTMIN + 2, a macro Swift
 /// cannot import), and the installation of its handler, which does nothing: the point is
 /// only that KVM_RUN returns EINTR. Installing it again is harmless.
+/// Shared directories (virtio-fs): `openat2(2)` with its `struct open_how` and RESOLVE_*
+/// flags, `renameat2(2)` and `getdents64(2)`, which glibc 2.36 either lacks or declares only
+/// under _GNU_SOURCE. Each returns its result or -errno and retries EINTR.
+int lg_openat2(int dirfd, const char *path, unsigned long long flags, unsigned long long mode,
+               unsigned long long resolve);
+int lg_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+long lg_getdents64(int fd, void *buffer, size_t count);
+static const unsigned long long LG_RESOLVE_NO_XDEV = 0x01;
+static const unsigned long long LG_RESOLVE_NO_MAGICLINKS = 0x02;
+static const unsigned long long LG_RESOLVE_NO_SYMLINKS = 0x04;
+static const unsigned long long LG_RESOLVE_BENEATH = 0x08;
+static const int LG_O_PATH = 010000000;
+static const int LG_AT_EMPTY_PATH = 0x1000;
+static const int LG_O_DIRECT = 040000;
+static const int LG_O_NOATIME = 01000000;
+static const long LG_UTIME_NOW = ((1l << 30) - 1l);
+static const long LG_UTIME_OMIT = ((1l << 30) - 2l);
 int lg_kick_signal(void);
 /// The process's argc and argv, saved by a constructor before main: Swift's CommandLine reads
 /// /proc/self/cmdline, which a jail without /proc does not have.
