@@ -103,7 +103,7 @@ struct RouterTests {
         let configuration = try controller.currentResources.configuration(sandbox: false)
         #expect(configuration.commandLine == Resources.defaultBootArgs + " root=/dev/vda ro")
         #expect(configuration.disks.map(\.path) == ["/dev/zero", "/dev/null"], "the root drive is the guest's first disk")
-        #expect(configuration.memoryMiB == 128 && configuration.cpus == 1)
+        #expect(configuration.memoryMiB == 128 && configuration.cpus == 1, "memory \(configuration.memoryMiB) cpus \(configuration.cpus)")
         #expect(send("PUT", "/drives/rootfs", #"{"drive_id": "rootfs", "is_root_device": true, "partuuid": "0eaa91a0-01", "path_on_host": "/dev/zero"}"#) == (204, ""))
         #expect(try controller.currentResources.configuration(sandbox: false).commandLine.hasSuffix(" root=PARTUUID=0eaa91a0-01 rw"))
     }
