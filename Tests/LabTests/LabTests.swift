@@ -202,6 +202,24 @@ let FsScenario = LabScenario(name: "fs", guestInit: "fs-init.sh",
 /// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
+/// How many lab scenarios run at once: $LGUEST_LAB_JOBS, default 2.
+actor LabSlots {
+    static let shared = LabSlots(Int(LabEnvironment.environment["LGUEST_LAB_JOBS"] ?? "") ?? 2)
+    private var free: Int
+    private var waiting: [CheckedContinuation<Void, Never>] = []
+
+    init(_ count: Int) { free = max(count, 1) }
+
+    func acquire() async {
+        if free > 0 { free -= 1; return }
+        await withCheckedContinuation { waiting.append($0) }
+    }
+
+    func release() {
+        if waiting.isEmpty { free += 1 } else { waiting.removeFirst().resume() }
+    }
+}
+
 /// One scenario script (Lab/scenarios/NAME.sh) run once in the lab for all the tests that ask.
 final class LabScenario: Sendable {
     let name: String
@@ -214,7 +232,14 @@ final class LabScenario: Sendable {
     init(name: String, guestInit: String, extraArguments: [String] = []) {
         self.name = name
         self.guestInit = guestInit
-        outcome = Task { await Self.runScenario(name: name, guestInit: guestInit, extraArguments: extraArguments) }
+        outcome = Task {
+            // Each scenario is a QEMU with a software CPU: on two cores, more than two at once
+            // make every guest crawl past its timeouts.
+            await LabSlots.shared.acquire()
+            let result = await Self.runScenario(name: name, guestInit: guestInit, extraArguments: extraArguments)
+            await LabSlots.shared.release()
+            return result
+        }
     }
 
     /// The run `name` of this scenario.
