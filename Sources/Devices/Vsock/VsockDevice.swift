@@ -125,8 +125,8 @@ public final class VsockDevice: VirtioDevice {
             s.resets = []
             s.ready = []
             s.readySet = []
-            for (fd, connection) in s.connections.values.map({ ($0.socket.raw, $0) }) {
-                s.watcher?.unwatch(fd)
+            for connection in s.connections.values {
+                s.watcher?.unwatch(connection.socket.raw)
                 s.graveyard.append(connection.socket)
             }
             s.statistics.connectionsRemoved += UInt64(s.connections.count)
