@@ -31,6 +31,13 @@ api() {
 }
 ticks() { grep -c LGUEST-API-TICK "$CONSOLE"; }
 more_ticks_than() { [ "$(ticks)" -gt "$1" ]; }
+# The last tick line the guest has finished writing: a snapshot of the console without its
+# final line when that line is still being written.
+last_tick() {
+    cp "$CONSOLE" "$LAB_TMP/console.snapshot"
+    if [ -n "$(tail -c 1 "$LAB_TMP/console.snapshot")" ]; then sed -i '$d' "$LAB_TMP/console.snapshot"; fi
+    grep LGUEST-API-TICK "$LAB_TMP/console.snapshot" | tail -n 1
+}
 tick_uptime() { grep LGUEST-API-TICK "$CONSOLE" | sed -n "${1}p" | sed 's/.*uptime=//'; }
 # waitfor SECONDS COMMAND...: polls until COMMAND succeeds; false if it never did.
 waitfor() {
@@ -70,10 +77,10 @@ echo "LAB-API-PAUSE ticks_at_pause=$paused ticks_after_5s=$(ticks)"
 api PATCH /vm '{"state": "Resumed"}'
 waitfor 60 more_ticks_than "$((paused + 5))" || echo "LAB-API-ERROR no ticks after resume"
 echo "LAB-API-RESUME last_before=$(tick_uptime "$paused") first_after=$(tick_uptime $((paused + 1))) ticks=$(ticks)"
-echo "LAB-API-DATA before $(grep LGUEST-API-TICK "$CONSOLE" | tail -n 1)"
+echo "LAB-API-DATA before $(last_tick)"
 api PATCH /drives/data "{\"drive_id\": \"data\", \"path_on_host\": \"$LAB_TMP/second.img\"}"
 waitfor 60 grep -q "vdb=SECOND-IMAGE vdb_sectors=4096" "$CONSOLE" || echo "LAB-API-ERROR the guest never saw the swapped disk"
-echo "LAB-API-DATA after $(grep LGUEST-API-TICK "$CONSOLE" | tail -n 1)"
+echo "LAB-API-DATA after $(last_tick)"
 api PUT /actions '{"action_type": "SendCtrlAltDel"}'
 wait "$pid"
 status=$?

@@ -31,7 +31,8 @@ enum Terminal {
         var raw = saved
         cfmakeraw(&raw)
         raw.c_oflag |= tcflag_t(OPOST | ONLCR) // keep "\n" → "\r\n" for our own messages
-        guard tcsetattr(0, TCSANOW, &raw) == 0 else { return }
+        // The handlers go in first: a signal that arrives the moment the terminal turns raw
+        // must already find them (putting back settings that were never changed is harmless).
         isRaw = true
         atexit { Terminal.restore() }
         for signal in TerminatingSignals.all + [SIGSEGV, SIGBUS, SIGILL, SIGABRT, SIGFPE, SIGTRAP] {
@@ -45,6 +46,7 @@ enum Terminal {
             action.sa_flags = Int32(bitPattern: UInt32(SA_RESETHAND))
             sigaction(signal, &action, nil)
         }
+        if tcsetattr(0, TCSANOW, &raw) != 0 { isRaw = false }
     }
 
     /// Puts the terminal back as it was. Safe to call from a signal handler (tcsetattr is
