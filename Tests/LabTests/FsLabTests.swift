@@ -3,10 +3,7 @@ import Testing
 
 /// virtio-fs in a stock Debian guest: `mount -t virtiofs` of two shares lguest serves itself,
 /// the guest's own checks (Lab/guest/fs-init.sh) and the host's afterwards (Lab/scenarios/fs.sh).
-// Opt-in for now: once, the lab host's CPU stalled during the untar (RCU stall reports from L2)
-// and the run was not over after 15 minutes. LGUEST_LAB_FS=run runs it.
-@Suite(.enabled(if: LabEnvironment.enabled && LabEnvironment.environment["LGUEST_LAB_FS"] == "run",
-                "the shared-directory lab runs when asked: LGUEST_LAB_FS=run"))
+@Suite(.enabled(if: LabEnvironment.enabled))
 struct FsLabTests {
     /// The values after `LGUEST-FS` (the guest's) and `LAB-FS` (the host's, prefixed `host-`).
     static func report() async throws -> (run: GuestRun, values: [String: String], lines: [String]) {
