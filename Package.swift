@@ -14,7 +14,7 @@ let package = Package(
         // lguest as a library: `VirtualMachine`, for Swift programs that run VMs in-process.
         .library(name: "LguestKit", targets: ["LguestKit"]),
         // The layers a guest or a user can feed bytes to, for the fuzz harnesses in Fuzz/.
-        .library(name: "LguestParsers", targets: ["GuestMemory", "HostSystem", "Boot", "Firmware", "Virtio", "VirtioTesting", "Devices", "Launcher", "LguestCommands", "Api", "LguestKit"]),
+        .library(name: "LguestParsers", targets: ["GuestMemory", "HostSystem", "Boot", "Firmware", "Snapshot", "Virtio", "VirtioTesting", "Devices", "Launcher", "LguestCommands", "Api", "LguestKit"]),
         // The device layers on their own, for the benchmarks in Benchmarks/ (a separate
         // package, so the normal build and tests never compile them).
         .library(name: "LguestDevices", targets: ["Devices", "Virtio", "VirtioTesting", "GuestMemory"]),
@@ -32,20 +32,23 @@ let package = Package(
         .target(name: "HostSystem", dependencies: ["CKVM"]),
         // Guest-physical addresses and bounds-checked access to guest RAM.
         .target(name: "GuestMemory", dependencies: ["CKVM"]),
+        // A saved machine's files: the state file's encoding, format and checks (no KVM, no
+        // devices: each layer writes and reads its own state through it).
+        .target(name: "Snapshot"),
         // /dev/kvm, the VM and its vCPUs (and how to enter what Boot prepared).
-        .target(name: "KVM", dependencies: ["CKVM", "HostSystem", "GuestMemory", "Boot"]),
+        .target(name: "KVM", dependencies: ["CKVM", "HostSystem", "GuestMemory", "Boot", "Snapshot"]),
         // Kernel image loaders: bzImage (64-bit boot protocol) and ELF vmlinux (PVH).
         .target(name: "Boot", dependencies: ["GuestMemory"]),
         // ACPI tables and the little AML writer that describes devices to the guest.
         .target(name: "Firmware", dependencies: ["GuestMemory"]),
         // Split virtqueues, the VirtioDevice protocol and the virtio-mmio transport.
-        .target(name: "Virtio", dependencies: ["GuestMemory", "CKVM"]),
+        .target(name: "Virtio", dependencies: ["GuestMemory", "CKVM", "Snapshot"]),
         // Platform devices (UART, i8042, pvpanic, ACPI power) and the virtio devices.
-        .target(name: "Devices", dependencies: ["Virtio", "GuestMemory", "HostSystem", "CKVM"]),
+        .target(name: "Devices", dependencies: ["Virtio", "GuestMemory", "HostSystem", "CKVM", "Snapshot"]),
         // Seccomp filters built in Swift, no_new_privs and dropping capabilities.
         .target(name: "Sandbox", dependencies: ["CKVM"]),
         // A configuration value in, a running VM out.
-        .target(name: "Launcher", dependencies: ["KVM", "HostSystem", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "Sandbox", "CKVM"]),
+        .target(name: "Launcher", dependencies: ["KVM", "HostSystem", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "Sandbox", "CKVM", "Snapshot"]),
         // The embedding API: a `VirtualMachine` with a life cycle, over the Launcher.
         .target(name: "LguestKit", dependencies: ["Launcher", "Devices"]),
         // Firecracker's control plane: its HTTP API on a Unix socket and its configuration
@@ -85,7 +88,7 @@ let package = Package(
             "Launcher", "LguestCommands", "TestSupport",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .testTarget(name: "LguestKitTests", dependencies: ["LguestKit", "TestSupport"]),
+        .testTarget(name: "LguestKitTests", dependencies: ["LguestKit", "Snapshot", "TestSupport"]),
         .testTarget(name: "ApiTests", dependencies: ["Api", "LguestKit", "TestSupport"]),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "Launcher", "SandboxProbe", "CKVM"]),
         .testTarget(name: "LabTests", dependencies: []),

@@ -64,6 +64,28 @@ public final class GuestMemory: @unchecked Sendable {
     /// Maps anonymous memory for each `(start, size)` pair. Sizes and starts must be 4 KiB
     /// aligned and the regions must not overlap.
     public init(layout: [(start: GuestAddress, size: UInt64)]) throws(GuestMemoryError) {
+        let sorted = try Self.checked(layout)
+        var mapped: [GuestRegion] = []
+        for (start, size) in sorted {
+            guard let pointer = Self.mapAligned(size: size) else {
+                let error = errno
+                for region in mapped { munmap(region.host, Int(region.size)) }
+                throw .mapFailed(size: size, errno: error)
+            }
+            mapped.append(GuestRegion(start: start, size: size, host: pointer))
+        }
+        regions = mapped
+    }
+
+    /// Takes ownership of regions already mapped (GuestMemoryFile.swift): they are unmapped
+    /// with the memory.
+    init(mapped regions: [GuestRegion]) {
+        self.regions = regions
+    }
+
+    /// `layout` sorted by address, once each region is page-aligned, non-empty, inside the
+    /// address space and clear of the others.
+    static func checked(_ layout: [(start: GuestAddress, size: UInt64)]) throws(GuestMemoryError) -> [(start: GuestAddress, size: UInt64)] {
         let sorted = layout.sorted { $0.start < $1.start }
         var previousEnd = GuestAddress(0)
         for (index, (start, size)) in sorted.enumerated() {
@@ -76,16 +98,7 @@ public final class GuestMemory: @unchecked Sendable {
             }
             previousEnd = start + size
         }
-        var mapped: [GuestRegion] = []
-        for (start, size) in sorted {
-            guard let pointer = Self.mapAligned(size: size) else {
-                let error = errno
-                for region in mapped { munmap(region.host, Int(region.size)) }
-                throw .mapFailed(size: size, errno: error)
-            }
-            mapped.append(GuestRegion(start: start, size: size, host: pointer))
-        }
-        regions = mapped
+        return sorted
     }
 
     /// The alignment of each region's host mapping: a transparent huge page.

@@ -76,6 +76,20 @@ public final class KVMSystem: Sendable {
         }
     }
 
+    /// KVM_GET_MSR_INDEX_LIST: the MSRs whose state a VMM should save (the CPU's own, which
+    /// KVM virtualizes, and KVM's paravirtual ones such as kvmclock's).
+    public func msrIndexList() throws(KVMError) -> [UInt32] {
+        var capacity = 256
+        while true {
+            var buffer = [UInt32](repeating: 0, count: 1 + capacity)
+            buffer[0] = UInt32(capacity)
+            let result = buffer.withUnsafeMutableBytes { lg_ioctl_pointer(descriptor.raw, LG_KVM_GET_MSR_INDEX_LIST, $0.baseAddress!) }
+            if result == -E2BIG, capacity < 16384 { capacity = max(capacity * 2, Int(buffer[0])); continue }
+            if result < 0 { throw .call(SystemCallError("KVM_GET_MSR_INDEX_LIST", errno: -result)) }
+            return Array(buffer[1...].prefix(min(Int(buffer[0]), capacity)))
+        }
+    }
+
     /// KVM_CREATE_VM.
     public func createVM() throws(KVMError) -> VirtualMachine {
         let fd: CInt

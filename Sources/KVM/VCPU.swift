@@ -31,7 +31,7 @@ public final class VCPU: @unchecked Sendable {
 
     deinit { munmap(runPage, runSize) }
 
-    private var fd: CInt { descriptor.raw }
+    var fd: CInt { descriptor.raw }
 
     // MARK: - State
 

@@ -22,7 +22,7 @@ public final class VirtualMachine: Sendable {
         self.descriptor = descriptor
     }
 
-    private var fd: CInt { descriptor.raw }
+    var fd: CInt { descriptor.raw }
 
     /// KVM_SET_USER_MEMORY_REGION, one slot per region of guest memory.
     public func map(_ memory: GuestMemory) throws(SystemCallError) {

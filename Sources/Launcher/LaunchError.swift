@@ -4,6 +4,7 @@ import Firmware
 import GuestMemory
 import KVM
 import Sandbox
+import Snapshot
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -21,6 +22,8 @@ public enum LaunchError: Error, CustomStringConvertible {
     case share(FsError)
     case vsock(VsockError)
     case sandbox(SandboxError)
+    /// A snapshot could not be taken, or a state or memory file cannot be restored.
+    case snapshot(SnapshotError)
 
     public var description: String {
         switch self {
@@ -45,6 +48,8 @@ public enum LaunchError: Error, CustomStringConvertible {
         case let .vsock(error):
             return error.description
         case let .sandbox(error):
+            return error.description
+        case let .snapshot(error):
             return error.description
         }
     }

@@ -4,6 +4,7 @@ import Devices
 import Firmware
 import GuestMemory
 import KVM
+import Snapshot
 import Synchronization
 import Virtio
 #if canImport(Glibc)
@@ -21,6 +22,8 @@ public final class Machine: Sendable {
     let memory: GuestMemory
     let vm: VirtualMachine
     let vcpus: [VCPU]
+    /// The CPUID table each vCPU was given, saved with it in a snapshot.
+    let cpuid: [CPUIDTable]
     let ports: Bus
     let mmio: Bus
     let power: PowerControl
@@ -55,10 +58,22 @@ public final class Machine: Sendable {
     /// The threads `start()` made, joined by `shutdown()`.
     let threads = Mutex<MachineThreads>(MachineThreads())
 
-    public init(_ configuration: VMConfiguration, console connection: ConsoleConnection) throws(LaunchError) {
+    /// A snapshot to restore instead of booting: the saved machine (whose configuration, with
+    /// any paths the user replaced, is the one to build) and its memory file.
+    public struct Restore: Sendable {
+        public var saved: SavedMachine
+        public var memoryPath: String
+        public init(saved: SavedMachine, memoryPath: String) {
+            self.saved = saved
+            self.memoryPath = memoryPath
+        }
+    }
+
+    public init(_ configuration: VMConfiguration, console connection: ConsoleConnection, restoring restore: Restore? = nil) throws(LaunchError) {
         self.configuration = configuration
         self.connection = connection
         try configuration.validate()
+        if let restore { try Self.checkRestorable(configuration, restore.saved.configuration) }
         // The process's start time comes from /proc, which no thread may open once the sandbox
         // is up; the boot timer, on a vCPU thread, must find it already read.
         _ = BootClock.processStart
@@ -68,15 +83,24 @@ public final class Machine: Sendable {
         // its own memory as the guest's "physical" memory and reading the kernel into it; we do
         // the same, except that KVM, not a kernel module of our own, is the Host. Files first:
         // if the kernel cannot even be read, nothing else is worth doing.
-        let kernel = try LoadedFile(path: configuration.kernelPath, what: "kernel")
-        let initrd = try configuration.initrdPath.map { path throws(LaunchError) in try LoadedFile(path: path, what: "initrd") }
+        // A restored machine's kernel is already in its memory file.
+        let kernel = restore == nil ? try LoadedFile(path: configuration.kernelPath, what: "kernel") : nil
+        let initrd = restore == nil ? try configuration.initrdPath.map { path throws(LaunchError) in try LoadedFile(path: path, what: "initrd") } : nil
 
         let system: KVMSystem
         do { system = try KVMSystem() } catch { throw .kvm(error) }
+        if let restore {
+            let supported = try Self.kvm { try system.supportedCPUID() }
+            do throws(SnapshotError) { try restore.saved.checkCPU(against: supported) } catch { throw .snapshot(error) }
+        }
 
         let memory: GuestMemory
-        do { memory = try GuestMemory(layout: MemoryMap.ramRegions(bytes: configuration.memoryMiB << 20)) }
-        catch { throw .memory(error) }
+        if let restore {
+            memory = try Self.mapMemoryFile(restore.memoryPath, bytes: configuration.memoryMiB << 20)
+        } else {
+            do { memory = try GuestMemory(layout: MemoryMap.ramRegions(bytes: configuration.memoryMiB << 20)) }
+            catch { throw .memory(error) }
+        }
         self.memory = memory
 
         // The virtio devices, each opening what it serves (an image file, a TAP device) now,
@@ -125,27 +149,30 @@ public final class Machine: Sendable {
 
         // The firmware tables describe the machine to the guest: CPUs, COM1, the keyboard
         // controller, pvpanic, the power registers and the virtio devices.
-        let rsdp: GuestAddress
-        do {
-            rsdp = try ACPI.write(AcpiConfiguration(cpus: configuration.cpus, virtioMMIO: windows), into: memory)
-            // Where a restarting kernel jumps when it has no better way (the default on this
-            // platform; Firmware/ResetVector.swift says why).
-            try ResetVector.write(into: memory)
-        } catch { throw .setup("cannot build the ACPI tables: \(error)") }
+        // (A restored machine's tables and kernel are in its memory already.)
+        var entry: BootEntry?
+        if let kernel {
+            let rsdp: GuestAddress
+            do {
+                rsdp = try ACPI.write(AcpiConfiguration(cpus: configuration.cpus, virtioMMIO: windows), into: memory)
+                // Where a restarting kernel jumps when it has no better way (the default on this
+                // platform; Firmware/ResetVector.swift says why).
+                try ResetVector.write(into: memory)
+            } catch { throw .setup("cannot build the ACPI tables: \(error)") }
 
-        // The command line is the user's, unless they asked for the devices to be named on it.
-        var commandLine = configuration.commandLine
-        if configuration.virtioOnCommandLine, !windows.isEmpty {
-            commandLine += (commandLine.isEmpty ? "" : " ") + VirtioWiring.commandLineDevices(windows)
-        }
-        let entry: BootEntry
-        do {
-            // The files' bytes are borrowed, so the files must outlive the copy into the guest.
-            entry = try withExtendedLifetime((kernel, initrd)) { () throws(BootError) in
-                try loadKernel(image: kernel.bytes, initrd: initrd?.bytes, commandLine: commandLine,
-                               rsdp: rsdp, into: memory)
+            // The command line is the user's, unless they asked for the devices to be named on it.
+            var commandLine = configuration.commandLine
+            if configuration.virtioOnCommandLine, !windows.isEmpty {
+                commandLine += (commandLine.isEmpty ? "" : " ") + VirtioWiring.commandLineDevices(windows)
             }
-        } catch { throw .kernel(path: configuration.kernelPath, error) }
+            do {
+                // The files' bytes are borrowed, so the files must outlive the copy into the guest.
+                entry = try withExtendedLifetime((kernel, initrd)) { () throws(BootError) in
+                    try loadKernel(image: kernel.bytes, initrd: initrd?.bytes, commandLine: commandLine,
+                                   rsdp: rsdp, into: memory)
+                }
+            } catch { throw .kernel(path: configuration.kernelPath, error) }
+        }
 
         let vm = try Self.kvm {
             let vm = try system.createVM()
@@ -193,15 +220,25 @@ public final class Machine: Sendable {
 
         // The vCPUs, all created before any runs: the boot processor wakes the others with
         // INIT/SIPI as soon as it gets going, and a vCPU that does not exist yet would miss it.
-        vcpus = try Self.kvm {
-            let cpuid = try system.supportedCPUID()
-            return try (0..<configuration.cpus).map { id in
+        (vcpus, cpuid) = try Self.kvm {
+            let supported = try system.supportedCPUID()
+            var vcpus: [VCPU] = [], tables: [CPUIDTable] = []
+            for id in 0..<configuration.cpus {
                 let vcpu = try vm.createVCPU(id: id)
-                try vcpu.configure(cpuid: cpuid.forVCPU(id: id, count: configuration.cpus))
-                if id == 0 { try vcpu.enter(entry) }
-                return vcpu
+                if let restore {
+                    let saved = restore.saved.vcpus[id]
+                    try vcpu.restoreState(saved)
+                    tables.append(CPUIDTable(entries: saved.cpuid))
+                } else {
+                    tables.append(supported.forVCPU(id: id, count: configuration.cpus))
+                    try vcpu.configure(cpuid: tables[id])
+                    if id == 0, let entry { try vcpu.enter(entry) }
+                }
+                vcpus.append(vcpu)
             }
+            return (vcpus, tables)
         }
+        if let restore { try restoreDevices(restore.saved) }
         if configuration.traceBoot { printError(BootClock.line("trace: VM built")) }
     }
 

@@ -22,9 +22,15 @@ extension Machine {
     /// Starts the vCPU and I/O threads and returns. With `configuration.sandbox`, the process
     /// drops its capabilities first and each thread installs its filter before its loop; the
     /// caller's own thread is left alone (see `confineCallingThread`). A machine starts once.
-    public func start() throws(LaunchError) {
+    public func start(paused: Bool = false) throws(LaunchError) {
         guard threads.withLock({ t -> Bool in defer { t.started = true }; return !t.started }) else {
             throw .setup("the machine has already been started")
+        }
+        if paused {
+            // Every thread parks before its first piece of work; `resume()` lets them go and
+            // puts back the clock as it is now.
+            gate.pauseBeforeStart()
+            pausedClock.withLock { $0 = try? vm.clock() }
         }
         guard KickSignal.installed else { throw .setup("cannot install the vCPU kick signal's handler") }
         try watchConsoleInput()

@@ -93,6 +93,18 @@ final class RunGate: @unchecked Sendable {
         }
     }
 
+    /// Whether a pause or stop has been asked for: a thread about to reach its checkpoint may
+    /// want to tidy up first.
+    var wantsAttention: Bool { attention.load(ordering: .acquiring) }
+
+    /// Pauses a machine whose threads have not started: each parks at its first checkpoint.
+    func pauseBeforeStart() {
+        locked {
+            paused = true
+            attention.store(true, ordering: .releasing)
+        }
+    }
+
     /// Lets parked threads go on.
     func resume() {
         locked {

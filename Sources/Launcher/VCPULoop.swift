@@ -16,7 +16,15 @@ public final class ExitCounters: Sendable {
 
 /// The vCPU loop: run the guest until it exits to us, do what the exit asks, repeat.
 func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl, gate: RunGate, exits: ExitCounters) {
-    while gate.checkpoint() {
+    while true {
+        // Before parking, enter once more with `immediate_exit` set: KVM finishes the port or
+        // MMIO read we just answered (the value lands in the guest's register) and returns at
+        // once, so that a paused vCPU's state is whole and a snapshot of it can be resumed.
+        if gate.wantsAttention {
+            vcpu.requestExit()
+            _ = try? vcpu.run()
+        }
+        guard gate.checkpoint() else { break }
         let exit: VCPUExit
         do { exit = try vcpu.run() } catch {
             exits.failures.add(1, ordering: .relaxed)

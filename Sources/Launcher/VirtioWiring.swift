@@ -10,6 +10,9 @@ import HostSystem
 struct VirtioSlot {
     let transport: MMIOTransport
     let window: VirtioMMIOWindow
+    /// One ioeventfd per queue: rung by the guest's QueueNotify writes, and once by a restored
+    /// machine for each queue the driver had set up.
+    let doorbells: [EventFD]
 }
 
 /// An interrupt line that is an irqfd: a write to the eventfd and KVM raises the GSI.
@@ -59,6 +62,7 @@ enum VirtioWiring {
             try vm.attachInterrupt(interrupt, gsi: window.gsi)
         } catch { throw .kvm(.call(error)) }
         let transport = MMIOTransport(device: device, memory: memory, interrupt: IrqfdLine(event: interrupt))
+        var doorbells: [EventFD] = []
         for queue in device.queueMaxSizes.indices {
             let doorbell: EventFD
             do {
@@ -73,7 +77,8 @@ enum VirtioWiring {
                 doorbell.drain()
                 transport.handleNotification(queue: UInt32(queue))
             }
+            doorbells.append(doorbell)
         }
-        return VirtioSlot(transport: transport, window: window)
+        return VirtioSlot(transport: transport, window: window, doorbells: doorbells)
     }
 }

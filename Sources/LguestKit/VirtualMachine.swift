@@ -41,6 +41,8 @@ public final class VirtualMachine: Sendable {
     }
 
     public let configuration: VMConfiguration
+    /// The snapshot this VM starts from instead of booting, if any.
+    private let restore: Machine.Restore?
     private let connection: ConsoleConnection
     private let machine = Mutex<Machine?>(nil)
     /// The state and who watches it, under one lock: an observer added as the VM stops is
@@ -54,6 +56,17 @@ public final class VirtualMachine: Sendable {
     public init(configuration: VMConfiguration, console: ConsoleConnection) {
         self.configuration = configuration
         self.connection = console
+        restore = nil
+    }
+
+    /// A VM that will continue the snapshot `saved` (read with `SavedMachine(statePath:)`),
+    /// its memory mapped from `memoryPath`. `configuration` is the saved one unless the caller
+    /// replaced paths in it (disks, TAP devices, the vsock socket); its shape must not change.
+    public init(restoring saved: SavedMachine, memoryPath: String, configuration: VMConfiguration? = nil,
+                console: ConsoleConnection) {
+        self.configuration = configuration ?? saved.configuration
+        self.connection = console
+        restore = Machine.Restore(saved: saved, memoryPath: memoryPath)
     }
 
     public var state: State { watched.withLock { $0.state } }
@@ -78,12 +91,15 @@ public final class VirtualMachine: Sendable {
 
     /// Builds the machine (reading the kernel, opening disks and TAPs, creating the VM) and
     /// starts it. Input problems are thrown as `LaunchError` before any guest code runs.
-    public func start() throws(LaunchError) {
+    ///
+    /// `paused` leaves it paused before the guest runs an instruction (`resume()` starts it):
+    /// what a restore without `resume_vm` does.
+    public func start(paused: Bool = false) throws(LaunchError) {
         guard state == .notStarted else { throw .setup("the VM has already been started") }
-        let machine = try Machine(configuration, console: connection)
-        try machine.start()
+        let machine = try Machine(configuration, console: connection, restoring: restore)
+        try machine.start(paused: paused)
         self.machine.withLock { $0 = machine }
-        set(.running)
+        set(paused ? .paused : .running)
         // A thread of its own waits for the guest (or anyone) to stop the machine, then ends
         // the machine's threads and reports why.
         let stopped = self.stopped
@@ -109,6 +125,13 @@ public final class VirtualMachine: Sendable {
         guard let machine = runningMachine() else { throw StateError(description: "the VM is not running") }
         machine.resume()
         if case .paused = state { set(.running) }
+    }
+
+    /// Saves the paused VM: guest memory to `memoryPath`, everything else to `statePath`. A
+    /// new process continues it with `VirtualMachine(restoring:memoryPath:console:)`.
+    public func snapshot(statePath: String, memoryPath: String) throws(LaunchError) {
+        guard state == .paused, let machine = runningMachine() else { throw .setup("the VM must be paused to take a snapshot") }
+        try machine.snapshot(statePath: statePath, memoryPath: memoryPath)
     }
 
     private func runningMachine() -> Machine? {

@@ -86,10 +86,10 @@ public final class MMIOTransport: Sendable {
     public let deviceFeatures: UInt64
 
     private let line: any InterruptLine
-    private let interruptState = InterruptState()
-    private let deviceType: UInt32
-    private let queueMaxSizes: [UInt16]
-    private let registers: Mutex<Registers>
+    let interruptState = InterruptState()
+    let deviceType: UInt32
+    let queueMaxSizes: [UInt16]
+    let registers: Mutex<Registers>
 
     struct QueueRegisters {
         var size: UInt32
@@ -444,7 +444,7 @@ public final class MMIOTransport: Sendable {
         }
     }
 
-    private func activate(_ regs: inout Registers) {
+    func activate(_ regs: inout Registers, restoring: Bool = false) {
         let features = regs.driverFeatures
         let epoch = interruptState.bits.withLock { $0.epoch }
         let interrupt = VirtioInterrupt(line: line, state: interruptState, epoch: epoch)
@@ -460,6 +460,8 @@ public final class MMIOTransport: Sendable {
                                       eventIndex: features & VirtioFeature.ringEventIndex != 0,
                                       indirectDescriptors: features & VirtioFeature.ringIndirectDescriptors != 0)
                 queue.interrupt = interrupt
+                // A restored queue goes on from the used index in the guest's memory.
+                if restoring { try queue.continueFromUsedIndex() }
                 queues.append(queue)
             } catch {
                 // Checked at QueueReady, so this cannot happen; be safe anyway.

@@ -123,6 +123,21 @@ public struct Queue: Sendable {
                       eventIndex: eventIndex, indirectDescriptors: indirectDescriptors)
     }
 
+    /// For a queue rebuilt from a snapshot: go on from the used index the guest's memory
+    /// holds. Whatever chains the device had taken and not yet given back (a receive buffer
+    /// waiting for a packet, a frame held back by a rate limit) are taken again: a device only
+    /// ever holds the chains it took last, so they are exactly the ones past `used.idx`.
+    public mutating func continueFromUsedIndex() throws(VirtqueueError) {
+        guard isEnabled else { return }
+        let used: UInt16
+        do { used = try memory.read(UInt16.self, at: usedIndexAddress) } catch { throw .ringAccess(error) }
+        nextAvail = used
+        nextUsed = used
+        usedAtLastCheck = used
+        staged = 0
+        addedSinceCheck = 0
+    }
+
     /// A queue the driver did not enable. It pops nothing and touches no memory.
     public static func disabled(memory: GuestMemory) -> Queue { Queue(disabled: memory) }
 

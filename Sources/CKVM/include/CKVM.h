@@ -65,6 +65,24 @@ static const unsigned long LG_KVM_SIGNAL_MSI = KVM_SIGNAL_MSI;
 static const unsigned long LG_KVM_GET_CLOCK = KVM_GET_CLOCK;
 static const unsigned long LG_KVM_SET_CLOCK = KVM_SET_CLOCK;
 static const unsigned long LG_KVM_KVMCLOCK_CTRL = KVM_KVMCLOCK_CTRL;
+// Saving and restoring a VM (Snapshot, Launcher/MachineSnapshot.swift).
+static const unsigned long LG_KVM_GET_MSR_INDEX_LIST = KVM_GET_MSR_INDEX_LIST;
+static const unsigned long LG_KVM_GET_MSRS = KVM_GET_MSRS;
+static const unsigned long LG_KVM_GET_CPUID2 = KVM_GET_CPUID2;
+static const unsigned long LG_KVM_GET_XSAVE = KVM_GET_XSAVE;
+static const unsigned long LG_KVM_SET_XSAVE = KVM_SET_XSAVE;
+static const unsigned long LG_KVM_GET_XCRS = KVM_GET_XCRS;
+static const unsigned long LG_KVM_SET_XCRS = KVM_SET_XCRS;
+static const unsigned long LG_KVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
+static const unsigned long LG_KVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+static const unsigned long LG_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
+static const unsigned long LG_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
+static const unsigned long LG_KVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS;
+static const unsigned long LG_KVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
+static const unsigned long LG_KVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
+static const unsigned long LG_KVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
+static const unsigned long LG_KVM_GET_PIT2 = KVM_GET_PIT2;
+static const unsigned long LG_KVM_SET_PIT2 = KVM_SET_PIT2;
 
 // Flags Swift does not import (they are built from enum values).
 static const uint32_t LG_KVM_IOEVENTFD_FLAG_DATAMATCH = KVM_IOEVENTFD_FLAG_DATAMATCH;

@@ -87,7 +87,7 @@ public final class PanicDevice: BusDevice {
 /// and to reboot through it: command 0xFE on port 0x64 pulses the CPU reset line, which is how
 /// `reboot=k` restarts a PC.
 public final class I8042: BusDevice {
-    private struct State {
+    struct State {
         /// The output buffer. A controller reply replaces whatever the guest has not read (one
         /// byte, as on real hardware, so a guest repeating a command cannot make lguest hold
         /// more); keys and the keyboard's acknowledgements queue behind each other, up to
@@ -96,7 +96,7 @@ public final class I8042: BusDevice {
         var commandByte: UInt8 = 0x45   // keyboard interrupt on, translation on, system flag
         var pendingCommand: UInt8?      // a command waiting for its data byte on port 0x60
     }
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let power: PowerControl
     /// Raises the keyboard's interrupt line (ISA IRQ 1).
     private let interrupt: @Sendable () -> Void

@@ -65,7 +65,7 @@ public final class Serial: BusDevice {
         }
     }
 
-    private let state = Mutex(State())
+    let state = Mutex(State())
     private let output: any ByteSink
     private let interrupt: @Sendable () -> Void
 
