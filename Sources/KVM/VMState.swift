@@ -34,10 +34,11 @@ extension VirtualMachine {
         return VMState(irqchips: chips, pit: pit, clock: clock, hostRealtime: Self.realtimeNanoseconds())
     }
 
-    /// Writes `state` into this VM (created with `createPlatform`, its vCPUs restored). The
-    /// guest's clock goes on from where it was plus the wall-clock time that passed since the
-    /// snapshot, so that the guest's idea of the date agrees with the host's.
-    public func restoreState(_ state: VMState) throws(SystemCallError) {
+    /// Writes `state` into this VM (created with `createPlatform`, its vCPUs restored). With
+    /// `advanceClock`, the guest's clock goes on from where it was plus the wall-clock time
+    /// that passed since the snapshot, so that the guest's idea of the date agrees with the
+    /// host's; without, from where it was.
+    public func restoreState(_ state: VMState, advanceClock: Bool = true) throws(SystemCallError) {
         for chip in state.irqchips {
             var chip = chip
             _ = try check("KVM_SET_IRQCHIP", lg_ioctl_pointer(fd, LG_KVM_SET_IRQCHIP, &chip))
@@ -45,7 +46,7 @@ extension VirtualMachine {
         var pit = state.pit
         _ = try check("KVM_SET_PIT2", lg_ioctl_pointer(fd, LG_KVM_SET_PIT2, &pit))
         let now = Self.realtimeNanoseconds()
-        let elapsed = now > state.hostRealtime ? now - state.hostRealtime : 0
+        let elapsed = advanceClock && now > state.hostRealtime ? now - state.hostRealtime : 0
         try setClock(state.clock &+ elapsed)
     }
 

@@ -63,9 +63,12 @@ public final class Machine: Sendable {
     public struct Restore: Sendable {
         public var saved: SavedMachine
         public var memoryPath: String
-        public init(saved: SavedMachine, memoryPath: String) {
+        /// Whether the guest's clock makes up for the wall-clock time since the snapshot.
+        public var advanceClock: Bool
+        public init(saved: SavedMachine, memoryPath: String, advanceClock: Bool = true) {
             self.saved = saved
             self.memoryPath = memoryPath
+            self.advanceClock = advanceClock
         }
     }
 
@@ -238,7 +241,7 @@ public final class Machine: Sendable {
             }
             return (vcpus, tables)
         }
-        if let restore { try restoreDevices(restore.saved) }
+        if let restore { try restoreDevices(restore.saved, advanceClock: restore.advanceClock) }
         if configuration.traceBoot { printError(BootClock.line("trace: VM built")) }
     }
 

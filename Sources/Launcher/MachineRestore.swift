@@ -43,8 +43,8 @@ extension Machine {
     }
 
     /// Puts back the VM-wide and device state, once the vCPUs have theirs.
-    func restoreDevices(_ saved: SavedMachine) throws(LaunchError) {
-        do throws(SystemCallError) { try vm.restoreState(saved.vm) } catch { throw .kvm(.call(error)) }
+    func restoreDevices(_ saved: SavedMachine, advanceClock: Bool) throws(LaunchError) {
+        do throws(SystemCallError) { try vm.restoreState(saved.vm, advanceClock: advanceClock) } catch { throw .kvm(.call(error)) }
         do throws(SnapshotError) {
             var platform = StateReader(saved.platform, context: "section PLAT")
             try serial.restoreState(from: &platform)

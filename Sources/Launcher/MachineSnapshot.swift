@@ -19,8 +19,11 @@ import HostSystem
 /// | `KVMC` | the vCPUs' `VCPUState`s                                               |
 /// | `PLAT` | the UART, the i8042, the power controller                             |
 /// | `VIRT` | each virtio-mmio transport, in device order                           |
+/// | `NOTE` | what the embedding program asked to keep (the API: its resources)     |
 public struct SavedMachine: Sendable {
     public internal(set) var configuration: VMConfiguration
+    /// Bytes the program that took the snapshot kept with it (`Machine.snapshot(notes:)`).
+    public let notes: [UInt8]
     let vm: VMState
     let vcpus: [VCPUState]
     let platform: [UInt8]
@@ -56,6 +59,7 @@ public struct SavedMachine: Sendable {
             for _ in 0..<count { states.append(try r.data(limit: 1 << 16)) }
             return states
         }
+        notes = try r.section("NOTE") { (r: inout StateReader) throws(SnapshotError) in try r.data(limit: 1 << 20) }
         guard r.isAtEnd else { throw .malformed("\(r.remaining) bytes after the last section") }
     }
 
@@ -96,7 +100,10 @@ extension Machine {
 
     /// Saves the paused machine: its memory to `memoryPath` and everything else to
     /// `statePath` (both replaced if they exist, both on disk when this returns).
-    public func snapshot(statePath: String, memoryPath: String) throws(LaunchError) {
+    ///
+    /// `notes` are kept in the state file for whoever restores it (at most 1 MiB).
+    public func snapshot(statePath: String, memoryPath: String, notes: [UInt8] = []) throws(LaunchError) {
+        guard notes.count <= 1 << 20 else { throw .setup("the snapshot's notes are larger than 1 MiB") }
         guard isPaused else { throw .setup("the VM must be paused to take a snapshot") }
         guard shares.isEmpty else {
             throw .snapshot(.incompatible("a VM with shared directories cannot be saved (the guest's open files on the share would not survive)"))
@@ -130,6 +137,7 @@ extension Machine {
                 w.data(inner.bytes)
             }
         }
+        w.section("NOTE") { $0.data(notes) }
         let memory = self.memory
         do throws(SnapshotError) {
             try AtomicFile.replace(memoryPath) { fd throws(SnapshotError) in

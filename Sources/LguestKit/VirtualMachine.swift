@@ -62,11 +62,14 @@ public final class VirtualMachine: Sendable {
     /// A VM that will continue the snapshot `saved` (read with `SavedMachine(statePath:)`),
     /// its memory mapped from `memoryPath`. `configuration` is the saved one unless the caller
     /// replaced paths in it (disks, TAP devices, the vsock socket); its shape must not change.
+    ///
+    /// The guest's clock goes on from the snapshot plus the wall-clock time since, so that its
+    /// date is right; `advanceClock: false` has it go on from the snapshot's moment.
     public init(restoring saved: SavedMachine, memoryPath: String, configuration: VMConfiguration? = nil,
-                console: ConsoleConnection) {
+                advanceClock: Bool = true, console: ConsoleConnection) {
         self.configuration = configuration ?? saved.configuration
         self.connection = console
-        restore = Machine.Restore(saved: saved, memoryPath: memoryPath)
+        restore = Machine.Restore(saved: saved, memoryPath: memoryPath, advanceClock: advanceClock)
     }
 
     public var state: State { watched.withLock { $0.state } }
@@ -129,9 +132,9 @@ public final class VirtualMachine: Sendable {
 
     /// Saves the paused VM: guest memory to `memoryPath`, everything else to `statePath`. A
     /// new process continues it with `VirtualMachine(restoring:memoryPath:console:)`.
-    public func snapshot(statePath: String, memoryPath: String) throws(LaunchError) {
+    public func snapshot(statePath: String, memoryPath: String, notes: [UInt8] = []) throws(LaunchError) {
         guard state == .paused, let machine = runningMachine() else { throw .setup("the VM must be paused to take a snapshot") }
-        try machine.snapshot(statePath: statePath, memoryPath: memoryPath)
+        try machine.snapshot(statePath: statePath, memoryPath: memoryPath, notes: notes)
     }
 
     private func runningMachine() -> Machine? {
