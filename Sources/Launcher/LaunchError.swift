@@ -20,6 +20,7 @@ public enum LaunchError: Error, CustomStringConvertible {
     case network(TapError)
     case share(FsError)
     case vsock(VsockError)
+    case balloon(BalloonError)
     case sandbox(SandboxError)
 
     public var description: String {
@@ -43,6 +44,8 @@ public enum LaunchError: Error, CustomStringConvertible {
         case let .share(error):
             return error.description
         case let .vsock(error):
+            return error.description
+        case let .balloon(error):
             return error.description
         case let .sandbox(error):
             return error.description
