@@ -51,7 +51,7 @@ public final class Controller: Sendable {
     public let id: String
     let sandbox: Bool
     let console: ConsoleConnection
-    private let resources = Mutex(Resources())
+    let resources = Mutex(Resources())
     private let vm = Mutex<VirtualMachine?>(nil)
     /// Called with the VM once `InstanceStart` has started it (to watch for its end).
     private let onStart: @Sendable (VirtualMachine) -> Void
@@ -166,6 +166,7 @@ public final class Controller: Sendable {
             for network in file.networkInterfaces ?? [] { try Router.checkID(network.iface_id); try r.putNetwork(network) }
             if let entropy = file.entropy { r.entropy = entropy }
             if let vsock = file.vsock { try r.setVsock(vsock) }
+            if let balloon = file.balloon { try r.setBalloon(balloon) }
             if let logger = file.logger { r.logger = logger }
             if let metrics = file.metrics { r.metrics = metrics }
         }

@@ -97,6 +97,13 @@ public final class MetricsWriter: @unchecked Sendable {
                                "conns_added": vsock.connectionsAdded, "conns_killed": vsock.connectionsReset,
                                "conns_removed": vsock.connectionsRemoved, "tx_write_fails": vsock.hostErrors]
         }
+        if let balloon = machine.balloon {
+            values["balloon"] = ["inflate_count": balloon.inflateRequests, "deflate_count": balloon.deflateRequests,
+                                 "stats_updates_count": balloon.statisticsUpdates, "stats_update_fails": balloon.statisticsFailures,
+                                 "free_page_report_count": balloon.freePageReports, "free_page_report_freed": balloon.freePageReportedBytes,
+                                 "free_page_report_fails": balloon.freePageReportFailures,
+                                 "event_fails": balloon.malformed + balloon.invalidPages + balloon.discardFailures]
+        }
         if let rng = machine.rng {
             values["entropy"] = ["entropy_event_count": UInt64(rng.requests), "entropy_bytes": UInt64(rng.bytes)]
         }

@@ -112,6 +112,26 @@ public struct VsockSettings: Codable, Equatable, Sendable {
     public var vsock_id: String?
 }
 
+/// `PUT /balloon` (and the configuration file's `balloon`): the target in MiB, and the
+/// options that decide which queues the device has. `free_page_hinting` is accepted only off.
+public struct Balloon: Codable, Equatable, Sendable {
+    public var amount_mib: UInt32
+    public var deflate_on_oom: Bool
+    public var stats_polling_interval_s: UInt16?
+    public var free_page_hinting: Bool?
+    public var free_page_reporting: Bool?
+}
+
+/// `PATCH /balloon`: a new target, on a running VM.
+public struct BalloonUpdate: Codable, Equatable, Sendable {
+    public var amount_mib: UInt32
+}
+
+/// `PATCH /balloon/statistics`: a new polling interval, on a running VM.
+public struct BalloonStatsUpdate: Codable, Equatable, Sendable {
+    public var stats_polling_interval_s: UInt16
+}
+
 /// `PUT /serial`: where the serial console's output goes instead of standard output.
 public struct SerialConfig: Codable, Equatable, Sendable {
     public var serial_out_path: String?
@@ -165,12 +185,13 @@ public struct FullVmConfiguration: Decodable, Equatable, Sendable {
     public var networkInterfaces: [NetworkInterface]?
     public var entropy: EntropyDevice?
     public var vsock: VsockSettings?
+    public var balloon: Balloon?
     public var logger: LoggerConfig?
     public var metrics: MetricsConfig?
 
     enum CodingKeys: String, CodingKey, CaseIterable {
         case bootSource = "boot-source", drives, machineConfig = "machine-config"
-        case networkInterfaces = "network-interfaces", entropy, vsock, logger, metrics
+        case networkInterfaces = "network-interfaces", entropy, vsock, balloon, logger, metrics
     }
 }
 

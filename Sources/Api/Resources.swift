@@ -32,6 +32,7 @@ public struct Resources: Equatable, Sendable {
     public var networks: [NetworkInterface] = []
     public var entropy: EntropyDevice?
     public var vsock: VsockSettings?
+    public var balloon: Balloon?
     /// The listener `PUT /vsock` bound, handed to the device at start.
     var vsockListener: BoundListener?
     public var logger: LoggerConfig?
@@ -62,6 +63,9 @@ public struct Resources: Equatable, Sendable {
             throw .fault("The memory size of \(config.mem_size_mib) MiB is out of lguest's range: give \(VMConfiguration.minimumMemoryMiB) to \(VMConfiguration.maximumMemoryMiB) MiB.")
         }
         if config.smt == true { throw .fault("Enabling simultaneous multithreading is not supported by lguest.") }
+        if let balloon, UInt64(balloon.amount_mib) > UInt64(config.mem_size_mib) {
+            throw .fault("The memory size (MiB) is smaller than the previously set balloon device target size.")
+        }
         if let pages = config.huge_pages, !["None", "Transparent", "2M"].contains(pages) {
             throw .deserialize("unknown variant `\(pages)`, expected one of `None`, `Transparent`, `2M`")
         }
@@ -156,6 +160,7 @@ public struct Resources: Equatable, Sendable {
             configuration.vsock = VsockConfiguration(guestCID: UInt64(vsock.guest_cid), udsPath: vsock.uds_path,
                                                      listener: vsockListener?.listener)
         }
+        configuration.balloon = balloonConfiguration
         configuration.traceBoot = false
         do throws(LaunchError) { try configuration.validate() } catch { throw .fault(error.description) }
         return configuration

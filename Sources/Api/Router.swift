@@ -5,7 +5,7 @@ import FoundationEssentials
 enum Router {
     /// Endpoints of Firecracker's API that lguest does not serve yet, and why.
     static let notYet: [String: String] = [
-        "snapshot": "snapshots", "balloon": "the balloon device",
+        "snapshot": "snapshots",
         "mmds": "the microVM metadata service", "cpu-config": "CPU templates",
         "hotplug": "memory hot-plug", "pmem": "virtio-pmem",
     ]
@@ -105,6 +105,29 @@ enum Router {
             // Extra segments are ignored, as Firecracker does (`PUT /vsock/vsock0`).
             let settings = try body(VsockSettings.self, .vsock)
             return try controller.preBoot { (r: inout Resources) throws(ApiFailure) in try r.setVsock(settings) }
+        case ("PUT", "balloon"):
+            try single()
+            let balloon = try body(Balloon.self, .balloon)
+            return try controller.preBoot { (r: inout Resources) throws(ApiFailure) in try r.setBalloon(balloon) }
+        case ("GET", "balloon") where segments.count == 1:
+            return try controller.balloonConfig()
+        case ("PATCH", "balloon") where segments.count == 1:
+            let update = try body(BalloonUpdate.self, .balloonUpdate)
+            guard controller.started else { throw .beforeStart }
+            return try controller.patchBalloon(update)
+        case ("GET", "balloon") where segments == ["balloon", "statistics"]:
+            guard controller.started else { throw .beforeStart }
+            return try controller.balloonStatistics()
+        case ("PATCH", "balloon") where segments == ["balloon", "statistics"]:
+            let update = try body(BalloonStatsUpdate.self, .balloonStatsUpdate)
+            guard controller.started else { throw .beforeStart }
+            return try controller.patchBalloonStatistics(update)
+        case ("PATCH", "balloon") where segments == ["balloon", "hinting", "start"] || segments == ["balloon", "hinting", "stop"],
+             ("GET", "balloon") where segments == ["balloon", "hinting", "status"]:
+            if segments.last == "start" { _ = try body(JSONValue.self, .balloonHintingStart) }
+            guard controller.started else { throw .beforeStart }
+            guard controller.currentResources.balloon != nil else { throw .noBalloon }
+            throw .fault("Balloon config error: free page hinting is not supported by lguest, so it cannot have been enabled.")
         case ("PUT", "actions"):
             let action = try body(InstanceActionInfo.self, .action)
             switch action.action_type {

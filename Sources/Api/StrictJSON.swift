@@ -46,6 +46,10 @@ extension Shape {
     static let networkPatch = Shape(fields: ["iface_id", "rx_rate_limiter", "tx_rate_limiter"], nested: ["rx_rate_limiter": limiter, "tx_rate_limiter": limiter])
     static let entropy = Shape(fields: ["rate_limiter"], nested: ["rate_limiter": limiter])
     static let vsock = Shape(fields: ["guest_cid", "uds_path", "vsock_id"])
+    static let balloon = Shape(fields: ["amount_mib", "deflate_on_oom", "stats_polling_interval_s", "free_page_hinting", "free_page_reporting"])
+    static let balloonUpdate = Shape(fields: ["amount_mib"])
+    static let balloonStatsUpdate = Shape(fields: ["stats_polling_interval_s"])
+    static let balloonHintingStart = Shape(fields: ["acknowledge_on_stop"])
     static let action = Shape(fields: ["action_type"])
     static let serial = Shape(fields: ["serial_out_path", "rate_limiter"], nested: ["rate_limiter": bucket])
     static let vmState = Shape(fields: ["state"])
@@ -55,7 +59,7 @@ extension Shape {
     /// does), the objects inside are strict.
     static let configFile: [String: Shape] = [
         "boot-source": bootSource, "machine-config": machineConfig, "drives": drive,
-        "network-interfaces": network, "entropy": entropy, "vsock": vsock, "logger": logger, "metrics": metrics,
+        "network-interfaces": network, "entropy": entropy, "vsock": vsock, "balloon": balloon, "logger": logger, "metrics": metrics,
     ]
 }
 

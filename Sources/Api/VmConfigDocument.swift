@@ -16,7 +16,8 @@ struct VmConfigDocument: Encodable {
 
     func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: Key.self)
-        for key in [Key.balloon, .cpuConfig, .logger, .metrics, .mmdsConfig, .memoryHotplug] {
+        try c.encode(resources.balloon.map(BalloonDocument.init), forKey: .balloon)
+        for key in [Key.cpuConfig, .logger, .metrics, .mmdsConfig, .memoryHotplug] {
             try c.encodeNil(forKey: key)
         }
         try c.encode(resources.vsock.map { VsockDocument(guest_cid: $0.guest_cid, uds_path: $0.uds_path) }, forKey: .vsock)

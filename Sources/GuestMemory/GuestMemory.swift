@@ -13,6 +13,9 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
     case mapFailed(size: UInt64, errno: Int32)
     /// Two regions overlap, or a region is empty or not page-aligned.
     case badLayout(String)
+    /// The host refused to take back `[address, address + length)` (`discard`), or the range
+    /// is not made of whole 4 KiB pages.
+    case discardFailed(address: GuestAddress, length: UInt64, errno: Int32)
 
     public var description: String {
         switch self {
@@ -24,6 +27,8 @@ public enum GuestMemoryError: Error, Equatable, Sendable, CustomStringConvertibl
             return "cannot reserve \(size >> 20) MiB of guest memory: \(String(cString: strerror(errno)))"
         case let .badLayout(why):
             return "bad guest memory layout: \(why)"
+        case let .discardFailed(address, length, errno):
+            return "cannot discard guest range \(address)+\(length): \(errno == 0 ? "not whole pages" : String(cString: strerror(errno)))"
         }
     }
 }
@@ -239,6 +244,37 @@ public final class GuestMemory: @unchecked Sendable {
         let p = try pointer(at: address, length: length)
         // Safe: range checked above.
         memset(p, 0, Int(length))
+    }
+
+    /// How the host backs guest RAM, which decides how `discard` gives pages back.
+    public enum Backing: Sendable, Equatable {
+        /// Private anonymous memory (what `init` maps): `MADV_DONTNEED` frees the pages, and the
+        /// next touch faults in a zeroed one.
+        case anonymous
+        /// A shared mapping of a file (memfd, hugetlbfs): `MADV_DONTNEED` would only drop this
+        /// process's view, so `MADV_REMOVE` punches the pages out of the file itself.
+        case sharedFile
+    }
+
+    /// Every region is private anonymous memory today.
+    public var backing: Backing { .anonymous }
+
+    /// Gives the host pages behind `[address, address + length)` back: the guest said it no
+    /// longer uses them (a balloon inflating, a free page report). Reading them again finds
+    /// zeroes, and the process's resident memory shrinks by what was resident there.
+    /// `address` and `length` must be 4 KiB-aligned and the range inside one region.
+    public func discard(at address: GuestAddress, length: UInt64) throws(GuestMemoryError) {
+        guard address.isAligned(to: 4096), length % 4096 == 0 else {
+            throw .discardFailed(address: address, length: length, errno: 0)
+        }
+        let p = try pointer(at: address, length: length)
+        guard length > 0 else { return }
+        // Safe: the range was checked above and lies inside one of our mappings; its host
+        // address is page-aligned because regions start on page boundaries of 2 MiB-aligned maps.
+        let advice = backing == .sharedFile ? MADV_REMOVE : MADV_DONTNEED
+        guard madvise(p, Int(length), advice) == 0 else {
+            throw .discardFailed(address: address, length: length, errno: errno)
+        }
     }
 
     /// Runs `body` on a host view of `[address, address + length)`, for I/O straight into or

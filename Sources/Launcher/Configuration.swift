@@ -21,6 +21,8 @@ public struct VMConfiguration: Sendable, Equatable {
     public var shares: [FsShareConfiguration] = []
     /// A virtio-vsock device: the guest's CID and the host side's Unix socket.
     public var vsock: VsockConfiguration?
+    /// A virtio-balloon device: the memory the host wants back from the guest, and its options.
+    public var balloon: BalloonConfiguration?
     /// Print a line on standard error at each step of the boot (configuration read, VM built,
     /// first KVM_RUN), timed from the process's start. Boot-timer marks are printed either way.
     public var traceBoot: Bool = false
@@ -79,5 +81,6 @@ public struct VMConfiguration: Sendable, Equatable {
             guard tags.insert(share.tag).inserted else { throw .share(.duplicateTag(share.tag)) }
         }
         do throws(VsockError) { try vsock?.validate() } catch { throw .vsock(error) }
+        do throws(BalloonError) { try balloon?.validate(memoryMiB: memoryMiB) } catch { throw .balloon(error) }
     }
 }

@@ -21,6 +21,7 @@ public enum LaunchError: Error, CustomStringConvertible {
     case network(TapError)
     case share(FsError)
     case vsock(VsockError)
+    case balloon(BalloonError)
     case sandbox(SandboxError)
     /// A snapshot could not be taken, or a state or memory file cannot be restored.
     case snapshot(SnapshotError)
@@ -46,6 +47,8 @@ public enum LaunchError: Error, CustomStringConvertible {
         case let .share(error):
             return error.description
         case let .vsock(error):
+            return error.description
+        case let .balloon(error):
             return error.description
         case let .sandbox(error):
             return error.description

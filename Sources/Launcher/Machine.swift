@@ -42,6 +42,7 @@ public final class Machine: Sendable {
     let shares: [FsDevice]
     let fsEvents: EventLoop?
     let vsock: VsockDevice?
+    let balloon: BalloonDevice?
     /// The filters `start()` built, kept for `confineCallingThread()`.
     let sandbox = Mutex<MachineSandbox?>(nil)
     /// The disks that are block devices, which the I/O thread may still discard on.
@@ -147,6 +148,8 @@ public final class Machine: Sendable {
         do throws(VsockError) { vsock = try configuration.vsock.map { c throws(VsockError) in try VsockDevice(configuration: c) } }
         catch { throw .vsock(error) }
         if let vsock { devices.append(vsock) }
+        balloon = configuration.balloon.map { BalloonDevice(configuration: $0) }
+        if let balloon { devices.append(balloon) }
         self.console = console
         let windows = devices.indices.map(VirtioWiring.window(for:))
 
@@ -210,6 +213,10 @@ public final class Machine: Sendable {
                 if wanted { _ = try? events.watch(network.tapDescriptor) { network.tapReadable() } }
                 else { events.unwatch(network.tapDescriptor) }
             }
+        }
+        // The balloon asks the guest for fresh statistics when its timer fires, on the I/O thread.
+        if let balloon, balloon.statisticsTimer.isUsable {
+            _ = try events.watch(balloon.statisticsTimer.descriptor) { balloon.statisticsTimerFired() }
         }
         // The vsock device watches its listener and connections itself, through the I/O thread.
         vsock?.start(watcher: events)

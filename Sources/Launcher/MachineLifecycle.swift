@@ -196,6 +196,26 @@ extension Machine {
         networks[index].setRateLimit(receive: receive, transmit: transmit)
     }
 
+    /// Asks the guest to make its balloon `mib` MiB large (Firecracker's `PATCH /balloon`): it
+    /// hears through a configuration-change interrupt, and the pages it inflates leave this
+    /// process's resident memory. At most the guest's memory.
+    public func setBalloonTarget(mib: UInt32) throws(LaunchError) {
+        guard let balloon else { throw .badOption("there is no balloon device") }
+        let wanted = BalloonConfiguration(amountMiB: mib)
+        do throws(BalloonError) { try wanted.validate(memoryMiB: configuration.memoryMiB) } catch { throw .balloon(error) }
+        balloon.setTarget(pages: wanted.targetPages)
+    }
+
+    /// Changes how often the balloon asks for the guest's statistics; the next request goes at
+    /// once. Statistics can be neither turned on nor off once the machine is built.
+    public func setBalloonStatisticsInterval(seconds: UInt16) throws(LaunchError) {
+        guard let balloon else { throw .badOption("there is no balloon device") }
+        do throws(BalloonError) { try balloon.setStatisticsInterval(seconds: seconds) } catch { throw .balloon(error) }
+    }
+
+    /// The balloon's target, what the guest says it holds, and the guest's last statistics.
+    public var balloonStatus: BalloonStatus? { balloon?.status }
+
     /// Presses Ctrl-Alt-Delete on the i8042 keyboard: Linux hands it to init (SIGINT), which
     /// is how Firecracker's `SendCtrlAltDel` asks a guest to shut down.
     public func pressCtrlAltDel() { keyboard.pressKeys(I8042.ctrlAltDelete) }
@@ -212,6 +232,7 @@ public struct MachineStatistics: Sendable {
     public var networks: [NetStatistics]
     public var rng: RngDevice.Statistics?
     public var vsock: VsockStatistics?
+    public var balloon: BalloonStatistics?
     public var uart: UartStatistics
     public var exitsIOIn: UInt64, exitsIOOut: UInt64, exitsMMIORead: UInt64, exitsMMIOWrite: UInt64, vcpuFailures: UInt64
     public var panicked: Bool
@@ -221,7 +242,7 @@ extension Machine {
     public var statistics: MachineStatistics {
         MachineStatistics(
             blocks: blocks.map(\.statistics), networks: networks.map(\.statistics), rng: rng?.statistics,
-            vsock: vsock?.statistics,
+            vsock: vsock?.statistics, balloon: balloon?.statistics,
             uart: serial.statistics,
             exitsIOIn: exits.ioIn.load(ordering: .relaxed), exitsIOOut: exits.ioOut.load(ordering: .relaxed),
             exitsMMIORead: exits.mmioRead.load(ordering: .relaxed), exitsMMIOWrite: exits.mmioWrite.load(ordering: .relaxed),

@@ -149,6 +149,10 @@ struct Run: VMCommand {
                                valueName: "cid=N,uds=PATH"))
     var vsock: String?
 
+    @Option(help: ArgumentHelp("A virtio balloon holding N MiB of the guest's memory for the host, optionally deflated by the guest when it runs out, with its memory statistics every S seconds, and with free page reporting.",
+                               valueName: "amount_mib=N[,deflate_on_oom][,stats_polling_interval_s=S][,free_page_reporting]"))
+    var balloon: String?
+
     @Flag(help: "Print when each step of the boot happens, in ms since lguest started.")
     var traceBoot = false
 
@@ -175,6 +179,10 @@ struct Run: VMCommand {
         for option in share { configuration.shares.append(try FsShareConfiguration(shareOption: option)) }
         if let vsock {
             do throws(VsockError) { configuration.vsock = try VsockConfiguration(option: vsock) }
+            catch { throw CommandLineError(error.description) }
+        }
+        if let balloon {
+            do throws(BalloonError) { configuration.balloon = try BalloonConfiguration(option: balloon) }
             catch { throw CommandLineError(error.description) }
         }
         return configuration

@@ -8,6 +8,7 @@ public enum VirtioDeviceID {
     public static let block: UInt32 = 2
     public static let console: UInt32 = 3
     public static let rng: UInt32 = 4
+    public static let balloon: UInt32 = 5
 }
 
 /// Feature bits the transport and the rings own (content.tex "Reserved Feature Bits").

@@ -83,3 +83,25 @@ import Testing
         }
     }
 }
+
+@Suite struct GuestMemoryDiscardTests {
+    @Test func discardedPagesReadBackAsZeroes() throws {
+        let memory = try GuestMemory(layout: [(GuestAddress(0), 0x10_0000), (GuestAddress(0x20_0000), 0x10_0000)])
+        try memory.write([UInt8](repeating: 7, count: 0x3000), at: GuestAddress(0x20_0000))
+        try memory.discard(at: GuestAddress(0x20_1000), length: 0x1000)
+        #expect(try memory.readBytes(at: GuestAddress(0x20_0000), count: 0x3000)
+                == [UInt8](repeating: 7, count: 0x1000) + [UInt8](repeating: 0, count: 0x1000) + [UInt8](repeating: 7, count: 0x1000))
+    }
+
+    @Test func onlyWholePagesOfOneRegionAreDiscarded() throws {
+        let memory = try GuestMemory(layout: [(GuestAddress(0), 0x10_0000), (GuestAddress(0x10_0000), 0x10_0000)])
+        #expect(throws: GuestMemoryError.discardFailed(address: GuestAddress(0x10), length: 0x1000, errno: 0)) {
+            try memory.discard(at: GuestAddress(0x10), length: 0x1000)
+        }
+        #expect(throws: GuestMemoryError.self) { try memory.discard(at: GuestAddress(0), length: 0x800) }
+        // Two adjacent regions are two mappings: a range across them is refused.
+        #expect(throws: GuestMemoryError.self) { try memory.discard(at: GuestAddress(0xF_F000), length: 0x2000) }
+        #expect(throws: GuestMemoryError.self) { try memory.discard(at: GuestAddress(0x20_0000), length: 0x1000) }
+        #expect(throws: GuestMemoryError.self) { try memory.discard(at: GuestAddress(UInt64.max - 0xFFF), length: 0x2000) }
+    }
+}

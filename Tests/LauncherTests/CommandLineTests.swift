@@ -94,6 +94,16 @@ struct GuestLifecycleTests {
         #expect(result.stdout.contains("virt"))
     }
 
+    @Test func aBalloonIsWiredUnderTheSandboxAndTheGuestRuns() throws {
+        // Its window answers with the virtio magic, and its statistics timer is watched by the
+        // I/O thread, under its filter, from the start.
+        let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.printVirtioMagic()), name: "tiny.elf")
+        let result = try Tool.run(["run", "--kernel", kernel, "--memory", "64",
+                                   "--balloon", "amount_mib=16,deflate_on_oom,stats_polling_interval_s=1,free_page_reporting"])
+        #expect(result.status == 0, "stderr: \(result.stderr)")
+        #expect(result.stdout.contains("virt"))
+    }
+
     @Test func aRateLimitedDiskIsWiredAndTheGuestRuns() throws {
         // The throttle timer is watched by the I/O thread from the start, under its filter.
         let kernel = try Tool.temporaryFile(TinyGuest.elf(TinyGuest.printVirtioMagic()), name: "tiny.elf")
@@ -193,6 +203,16 @@ struct GuestLifecycleTests {
     @Test func memoryOutOfRange() throws {
         try expectRefusal(["run", "--kernel", tinyKernel, "--memory", "0"], mentioning: ["memory"])
         try expectRefusal(["run", "--kernel", tinyKernel, "--memory", "99999999999"], mentioning: ["memory"])
+    }
+
+    /// `--balloon amount_mib=N[,...]`: a value that is not a number, an unknown key, a balloon
+    /// larger than the guest's memory.
+    @Test func balloonOptionRefusals() throws {
+        try expectRefusal(["run", "--kernel", tinyKernel, "--balloon", "amount_mib=lots"], mentioning: ["balloon", "amount_mib=lots"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--balloon", "amount_mib=1,bogus"], mentioning: ["unknown key 'bogus'"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--balloon", "deflate_on_oom"], mentioning: ["amount_mib=N"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--memory", "64", "--balloon", "amount_mib=100"],
+                          mentioning: ["amount_mib 100", "64 MiB"])
     }
 
     @Test func cpusOutOfRange() throws {

@@ -30,6 +30,20 @@ import Testing
         #expect(configuration.networks == [NetConfiguration(tap: .existing("lg0"), mac: try MACAddress("52:54:00:12:34:56"))])
     }
 
+    @Test func balloonOption() throws {
+        let configuration = try Lguest.configuration(from: ["run", "--kernel", "k", "--memory", "512", "--balloon",
+                                                            "amount_mib=64,deflate_on_oom,stats_polling_interval_s=2,free_page_reporting"])
+        #expect(configuration.balloon == BalloonConfiguration(amountMiB: 64, deflateOnOOM: true, statisticsIntervalSeconds: 2,
+                                                              freePageReporting: true))
+        #expect(try Lguest.configuration(from: ["run", "--kernel", "k", "--balloon", "amount_mib=0"]).balloon == BalloonConfiguration(amountMiB: 0))
+        #expect(try Lguest.configuration(from: ["run", "--kernel", "k"]).balloon == nil)
+        for bad in ["amount_mib=x", "deflate_on_oom", "amount_mib=1,stats_polling_interval_s=-1", "amount_mib=1,hinting"] {
+            #expect(throws: CommandLineError.self, "\(bad)") { try Lguest.configuration(from: ["run", "--kernel", "k", "--balloon", bad]) }
+        }
+        // Larger than the guest's memory: the Launcher's own check.
+        #expect(throws: LaunchError.self) { try Lguest.configuration(from: ["run", "--kernel", "k", "--memory", "64", "--balloon", "amount_mib=65"]) }
+    }
+
     @Test func vsockOption() throws {
         let configuration = try Lguest.configuration(from: ["run", "--kernel", "k", "--vsock", "cid=7,uds=/tmp/v.sock"])
         #expect(configuration.vsock == VsockConfiguration(guestCID: 7, udsPath: "/tmp/v.sock"))
