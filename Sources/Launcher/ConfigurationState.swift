@@ -35,6 +35,13 @@ extension VMConfiguration {
         }
         w.bool(vsock != nil)
         if let vsock { w.u64(vsock.guestCID); w.string(vsock.udsPath) }
+        w.bool(balloon != nil)
+        if let balloon {
+            w.u32(balloon.amountMiB)
+            w.bool(balloon.deflateOnOOM)
+            w.u16(balloon.statisticsIntervalSeconds)
+            w.bool(balloon.freePageReporting)
+        }
     }
 
     private func encode(_ limit: RateLimit, to w: inout StateWriter) {
@@ -87,6 +94,10 @@ extension VMConfiguration {
         }
         if try r.bool() {
             vsock = VsockConfiguration(guestCID: try r.u64(), udsPath: try r.string())
+        }
+        if try r.bool() {
+            balloon = BalloonConfiguration(amountMiB: try r.u32(), deflateOnOOM: try r.bool(),
+                                           statisticsIntervalSeconds: try r.u16(), freePageReporting: try r.bool())
         }
     }
 

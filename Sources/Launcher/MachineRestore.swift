@@ -20,7 +20,8 @@ extension Machine {
         guard configuration.cpus == saved.cpus else { throw refuse("vCPU count") }
         guard configuration.console == saved.console, configuration.rng == saved.rng else { throw refuse("devices") }
         guard configuration.disks.count == saved.disks.count, configuration.networks.count == saved.networks.count,
-              (configuration.vsock == nil) == (saved.vsock == nil), configuration.shares.isEmpty
+              (configuration.vsock == nil) == (saved.vsock == nil), configuration.shares.isEmpty,
+              configuration.balloon == saved.balloon
         else { throw refuse("devices") }
         guard zip(configuration.networks, saved.networks).allSatisfy({ $0.mac == $1.mac }) else { throw refuse("MAC addresses") }
         guard configuration.vsock?.guestCID == saved.vsock?.guestCID else { throw refuse("vsock CID") }

@@ -96,6 +96,7 @@ extension Machine {
     static func deviceCount(_ configuration: VMConfiguration) -> Int {
         (configuration.console == .virtio ? 1 : 0) + configuration.disks.count + configuration.networks.count
             + (configuration.rng ? 1 : 0) + configuration.shares.count + (configuration.vsock != nil ? 1 : 0)
+            + (configuration.balloon != nil ? 1 : 0)
     }
 
     /// Saves the paused machine: its memory to `memoryPath` and everything else to

@@ -29,6 +29,7 @@ extension MMIOTransport {
         writer.u32(bits.interruptStatus)
         writer.bool(bits.needsReset)
         writer.u32(bits.configGeneration)
+        device.saveState(to: &writer)
     }
 
     /// Puts back what `saveState` wrote, into a transport that has never been used. Refuses a
@@ -71,6 +72,7 @@ extension MMIOTransport {
         let interruptStatus = try reader.u32()
         let needsReset = try reader.bool()
         let generation = try reader.u32()
+        try device.restoreState(from: &reader)
         interruptState.bits.withLock { bits in
             bits.interruptStatus = interruptStatus & 0x3
             bits.needsReset = needsReset

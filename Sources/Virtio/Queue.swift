@@ -130,7 +130,7 @@ public struct Queue: Sendable {
     public mutating func continueFromUsedIndex() throws(VirtqueueError) {
         guard isEnabled else { return }
         let used: UInt16
-        do { used = try memory.read(UInt16.self, at: usedIndexAddress) } catch { throw .ringAccess(error) }
+        do { used = try memory.loadAcquire16(at: usedIndexAddress) } catch { throw .ringAccess(error) }
         nextAvail = used
         nextUsed = used
         usedAtLastCheck = used

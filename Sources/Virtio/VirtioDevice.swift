@@ -1,4 +1,5 @@
 import GuestMemory
+import Snapshot
 
 /// Why a device could not start when the driver set DRIVER_OK.
 public struct DeviceActivationError: Error, Equatable, Sendable, CustomStringConvertible {
@@ -45,9 +46,16 @@ public protocol VirtioDevice: AnyObject, Sendable {
     func processQueue(_ index: Int)
     /// Back to the state before activation.
     func reset()
+    /// For a snapshot: what the device keeps beyond its queues and the transport's registers
+    /// (a balloon's target, say). Called on a paused machine. Most devices keep nothing.
+    func saveState(to writer: inout StateWriter)
+    /// Puts back what `saveState` wrote, into a new device, before it is activated again.
+    func restoreState(from reader: inout StateReader) throws(SnapshotError)
 }
 
 extension VirtioDevice {
+    public func saveState(to writer: inout StateWriter) {}
+    public func restoreState(from reader: inout StateReader) throws(SnapshotError) {}
     public var configSpace: [UInt8] { [] }
     public func writeConfig(offset: Int, bytes: [UInt8]) {}
 }
