@@ -182,10 +182,20 @@ public final class Controller: Sendable {
         let machine = VirtualMachine(configuration: configuration, console: console)
         do throws(LaunchError) { try machine.start() }
         catch { throw .fault("Cannot start the microVM: \(error.description)") }
-        vm.withLock { $0 = machine }
-        onStart(machine)
+        adopt(machine)
         return .noContent
     }
+
+    /// From now on the API serves `machine` (started by InstanceStart or a snapshot load).
+    func adopt(_ machine: VirtualMachine) {
+        vm.withLock { $0 = machine }
+        onStart(machine)
+    }
+
+    /// The serial console's output for a VM started now: `PUT /serial`'s file, if any.
+    var serialOutputForStart: ConsoleOutput? { serialOutput.withLock { $0 } }
+
+    func replaceResources(_ new: Resources) { resources.withLock { $0 = new } }
 
     func setVMState(_ state: String) throws(ApiFailure) -> ApiResponse {
         guard ["Paused", "Resumed"].contains(state) else {

@@ -5,7 +5,6 @@ import FoundationEssentials
 enum Router {
     /// Endpoints of Firecracker's API that lguest does not serve yet, and why.
     static let notYet: [String: String] = [
-        "snapshot": "snapshots",
         "mmds": "the microVM metadata service", "cpu-config": "CPU templates",
         "hotplug": "memory hot-plug", "pmem": "virtio-pmem",
     ]
@@ -140,6 +139,10 @@ enum Router {
             default:
                 throw .deserialize("unknown variant `\(action.action_type)`, expected one of `FlushMetrics`, `InstanceStart`, `SendCtrlAltDel`")
             }
+        case ("PUT", "snapshot") where segments == ["snapshot", "create"]:
+            return try controller.createSnapshot(try body(SnapshotCreateParams.self, .snapshotCreate))
+        case ("PUT", "snapshot") where segments == ["snapshot", "load"]:
+            return try controller.loadSnapshot(try body(SnapshotLoadParams.self, .snapshotLoad))
         case ("PATCH", "vm"):
             try single()
             return try controller.setVMState(try body(VmState.self, .vmState).state)

@@ -24,6 +24,11 @@ struct Shape: Sendable {
     var nested: [String: Shape] = [:]
     /// Checks `value`'s keys (recursively); the first unknown one is the error, worded as serde words it.
     func check(_ value: JSONValue) throws(ApiFailure) {
+        // An array of objects (`network_overrides`) is checked item by item.
+        if case let .array(items) = value {
+            for item in items { try check(item) }
+            return
+        }
         guard case let .object(object) = value else { return }
         for key in object.keys.sorted() {
             guard fields.contains(key) else {
