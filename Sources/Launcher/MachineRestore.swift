@@ -7,7 +7,7 @@ import Glibc
 import HostSystem
 #endif
 
-// Journey 0: a machine comes back. Instead of loading a kernel, `Machine.init` maps a memory
+// A machine comes back: instead of loading a kernel, `Machine.init` maps a memory
 // file and hands each part of the machine its saved state: KVM's vCPUs (VCPUState) and
 // interrupt controllers, clock and PIT (VMState), the platform devices, and each virtio
 // transport, which activates its device again with queues that go on where they were.

@@ -8,6 +8,11 @@ import Glibc
 /// the old inode, so a VM may be snapshotted over the very files it was restored from.
 public enum AtomicFile {
     public static func replace(_ path: String, _ body: (CInt) throws(SnapshotError) -> Void) throws(SnapshotError) {
+        // Only a regular file is replaced: a snapshot named /dev/null must not take its place.
+        var existing = stat()
+        if lstat(path, &existing) == 0, existing.st_mode & S_IFMT != S_IFREG {
+            throw .file(path: path, "exists and is not a regular file")
+        }
         let temporary = path + ".partial-\(getpid())"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw .file(path: temporary, String(cString: strerror(errno))) }

@@ -71,7 +71,10 @@ struct RouterTests {
                 == "The id from the path [a] does not match the id from the body [b]!")
         #expect(fault("PUT", "/vsock", #"{"guest_cid": 2, "uds_path": "/tmp/v.sock"}"#)?.contains("CID 2 is out of range") == true)
         #expect(fault("PUT", "/vsock", #"{"guest_cid": 3}"#)?.contains("missing field `uds_path`") == true)
-        #expect(fault("PUT", "/snapshot/create", #"{"snapshot_path": "a", "mem_file_path": "b"}"#)?.contains("not supported by lguest yet") == true)
+        #expect(fault("PUT", "/mmds", #"{"a": "b"}"#)?.contains("not supported by lguest yet") == true)
+        #expect(fault("PUT", "/snapshot/create", #"{"snapshot_path": "a", "mem_file_path": "b"}"#)
+                == "The requested operation is not supported before starting the microVM.")
+        #expect(fault("PUT", "/snapshot/create", #"{"snapshot_path": "a"}"#)?.contains("missing field `mem_file_path`") == true)
     }
 
     @Test func preBootRules() {
