@@ -250,3 +250,13 @@ extension Machine {
             panicked: power.stopReason == .guestPanic)
     }
 }
+
+extension Machine {
+    /// Installs, on the calling thread, the filter of a thread that only pauses and resumes
+    /// this machine on signals (the command-line tool's SIGTSTP and SIGCONT), when sandboxed.
+    public func confineSignalThread() throws(LaunchError) {
+        guard configuration.sandbox else { return }
+        let filter = ThreadSandbox.signalControl(process: getpid(), vm: vm.descriptor.raw, vcpus: vcpus.map(\.descriptor.raw))
+        do throws(SandboxError) { try filter.install() } catch { throw .sandbox(error) }
+    }
+}

@@ -173,6 +173,22 @@ public enum ThreadSandbox {
         ] + runtime(process: process))
     }
 
+    /// The command-line tool's signal thread: it waits for SIGTSTP and SIGCONT and pauses or
+    /// resumes the VM, which reads and sets the guest's clock (on the VM) and tells each vCPU's
+    /// kvmclock that the host stopped it.
+    public static func signalControl(process: pid_t, vm: CInt, vcpus: [CInt]) -> SyscallFilter {
+        var ioctl: [[ArgumentCheck]] = [
+            [.equalInt(0, vm), .equal(1, UInt64(LG_KVM_GET_CLOCK))],
+            [.equalInt(0, vm), .equal(1, UInt64(LG_KVM_SET_CLOCK))],
+        ]
+        for vcpu in vcpus { ioctl.append([.equalInt(0, vcpu), .equal(1, UInt64(LG_KVM_KVMCLOCK_CTRL))]) }
+        return SyscallFilter([
+            .allow(.rt_sigtimedwait),
+            .allow(.ioctl, whereAnyOf: ioctl),
+            .allow(.write),
+        ] + runtime(process: process))
+    }
+
     /// The main thread: it waits for a reason to stop, puts the terminal back, prints at most
     /// one line and exits.
     public static func main(process: pid_t) -> SyscallFilter {

@@ -18,14 +18,16 @@ public struct Lguest: ParsableCommand {
         usage: """
             lguest [--initrd=FILE] [--block=FILE] [--tunnet=IP] [--rng] [--no-sandbox] MEM_MB KERNEL [KERNEL ARGS...]
               lguest run --kernel FILE [--initrd FILE] [--cmdline "..."] [--memory MiB] [--cpus N]
+              lguest restore --snapshot STATE --memory-file MEM [--resume]
             """,
         discussion: """
             Exit status: 0 when the guest powers off or reboots, 1 when the VM fails (triple fault, \
             KVM error, guest panic), 2 when the input is bad (kernel, initrd, option values, no \
-            usable /dev/kvm), 64 for a usage error. On the console, Ctrl-A x quits.
+            usable /dev/kvm, a snapshot that cannot be restored), 64 for a usage error. On the \
+            console, Ctrl-A x quits; kill -TSTP pauses the VM and kill -CONT resumes it.
             """,
         version: "lguest (serving Firecracker's API v\(Controller.firecrackerVersion))",
-        subcommands: [Classic.self, Run.self],
+        subcommands: [Classic.self, Run.self, RestoreCommand.self],
         defaultSubcommand: Classic.self)
 
     public init() {}
@@ -247,10 +249,15 @@ func launch(_ command: some VMCommand) throws -> Never {
 /// Boots `configuration` with the console on standard input and output, waits for the guest
 /// to stop, and exits: 0 when the guest chose to stop, 1 when the VM failed, 2 for bad input.
 func runToCompletion(_ configuration: VMConfiguration) -> Never {
+    runToCompletion(sandboxed: configuration.sandbox) { VirtualMachine(configuration: configuration, console: $0) }
+}
+
+/// Runs the VM `make` builds on the given console (standard input and output), `paused` if
+/// asked, until it stops; SIGTSTP pauses it and SIGCONT resumes it. Exits as `runToCompletion`.
+func runToCompletion(sandboxed: Bool, paused: Bool = false, _ make: (ConsoleConnection) -> VirtualMachine) -> Never {
     let output: ConsoleOutput
-    do { output = try ConsoleOutput(descriptor: 1, sandboxed: configuration.sandbox) } catch { fail(error.description) }
-    let vm = VirtualMachine(configuration: configuration, console: ConsoleConnection(
-        output: output, input: 0, escapeQuits: Terminal.inputIsTerminal))
+    do { output = try ConsoleOutput(descriptor: 1, sandboxed: sandboxed) } catch { fail(error.description) }
+    let vm = make(ConsoleConnection(output: output, input: 0, escapeQuits: Terminal.inputIsTerminal))
     TerminatingSignals.unblock()
     Terminal.ignoreBrokenPipes()
     Terminal.enterRawMode()
@@ -258,8 +265,11 @@ func runToCompletion(_ configuration: VMConfiguration) -> Never {
     // close descriptors here, which this thread's filter does not allow.
     var machine: Machine?
     do {
-        try vm.start()
+        let signals = try PauseSignals.start()
+        try vm.start(paused: paused)
         machine = vm.runningMachineForControl
+        if let machine { signals.serve(machine) }
+        if paused { printError("lguest: the VM is paused: kill -CONT \(getpid()) resumes it") }
         // Nothing is left for this thread but to wait: it gets the tightest filter.
         try machine?.confineCallingThread()
     } catch {

@@ -24,6 +24,7 @@ extension Syscall {
     public static let mprotect = Syscall(SYS_mprotect, "mprotect")
     public static let rt_sigprocmask = Syscall(SYS_rt_sigprocmask, "rt_sigprocmask")
     public static let rt_sigreturn = Syscall(SYS_rt_sigreturn, "rt_sigreturn")
+    public static let rt_sigtimedwait = Syscall(SYS_rt_sigtimedwait, "rt_sigtimedwait")
     public static let rt_sigaction = Syscall(SYS_rt_sigaction, "rt_sigaction")
     public static let restart_syscall = Syscall(SYS_restart_syscall, "restart_syscall")
     public static let exit = Syscall(SYS_exit, "exit")

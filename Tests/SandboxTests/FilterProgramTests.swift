@@ -206,6 +206,7 @@ let kill = UInt32(SECCOMP_RET_KILL_PROCESS)
         "The watcher thread": ThreadSandbox.watcher(process: 1),
         "The API thread": ThreadSandbox.api(process: 1),
         "The file-system thread": ThreadSandbox.fileSystem(process: 1),
+        "The signal thread": ThreadSandbox.signalControl(process: 1, vm: 5, vcpus: [6]),
     ]
 
     @Test(arguments: ["vCPU threads", "The I/O thread", "The main thread", "The console writer", "The watcher thread", "The API thread", "The file-system thread"])
