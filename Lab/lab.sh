@@ -348,6 +348,8 @@ build_guest_initramfs() { # INIT OUT MODULES
         add_modules "$stage" "$modules"
         add_guest_tools "$stage"
         for t in "${GUEST_TOOLS[@]}"; do
+            # A busybox applet of the same name is a symlink: replace it, never write through it.
+            rm -f "$stage/bin/$t"
             cp -L "$(command -v "$t")" "$stage/bin/$t"
             add_libraries "$stage" "$(command -v "$t")"
         done

@@ -37,6 +37,9 @@ struct RestoreCommand: ParsableCommand {
     @Flag(name: .customLong("keep-clock"), help: "Let the guest's clock go on from the snapshot's moment instead of making up for the time since.")
     var keepClock = false
 
+    @Flag(help: "Print when each step of the restore happens, in ms since lguest started (the first KVM_RUN is the guest's first instruction).")
+    var traceBoot = false
+
     @Flag(name: .customLong("no-sandbox"), help: "Run without the seccomp filters and with the capabilities lguest started with (for debugging; docs/Sandbox.md).")
     var noSandbox = false
 
@@ -44,6 +47,7 @@ struct RestoreCommand: ParsableCommand {
     func configuration(for saved: SavedMachine) throws(CommandLineError) -> VMConfiguration {
         var configuration = saved.configuration
         configuration.sandbox = !noSandbox
+        configuration.traceBoot = traceBoot
         if !disk.isEmpty {
             guard disk.count == configuration.disks.count else {
                 throw CommandLineError("--disk: the snapshot has \(configuration.disks.count) disks; give that many or none")

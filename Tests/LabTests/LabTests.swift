@@ -202,6 +202,12 @@ let FsScenario = LabScenario(name: "fs", guestInit: "fs-init.sh",
                                               "--env", "LAB_FS_FILES=\(LabEnvironment.environment["LGUEST_LAB_FS_FILES"] ?? "2000")",
                                               "--env", "LAB_RUN_TIMEOUT=1200", "--timeout", "1600"],
                              alone: true)
+/// Snapshots: a counting guest booted through the API, ballooned, snapshotted, killed, loaded
+/// by a new lguest and cloned three times (Lab/scenarios/snapshot.sh). curl and coreutils' date
+/// (nanoseconds, for the clock check) go to the lab host, date to the guest too.
+let SnapshotScenario = LabScenario(name: "snapshot", guestInit: "snapshot-init.sh",
+                                   extraArguments: ["--host-tool", "curl", "--host-tool", "date", "--guest-tool", "date", "--guest-modules", "virtio_balloon",
+                                                    "--env", "LAB_RUN_TIMEOUT=400", "--timeout", "1200"])
 /// No lost writes: flushed blocks checked in the image after lguest is killed with SIGKILL.
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
