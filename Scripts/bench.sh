@@ -10,6 +10,7 @@
 #   Scripts/bench.sh boot [RUNS]                    boot to /init and memory overhead vs QEMU microvm, in the lab
 #   Scripts/bench.sh vsock [RUNS]                   one 16 MiB stream through vsock vs virtio-net TCP, both ways, in the lab
 #   Scripts/bench.sh deps REV [RUNS]                 this build vs git revision REV: size, start-up, memory
+#   Scripts/bench.sh restore [RUNS]                 restore vs boot of a tiny guest, and clones' memory, on this host
 #   Scripts/bench.sh all
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,6 +80,63 @@ boot() {
     rm -f "$log"
 }
 
+# A 64-bit ELF whose code writes 'x' to COM1 forever: mov dx,0x3f8; mov al,'x'; out dx,al; jmp.
+spin_elf() {
+    python3 - "$1" <<'PY'
+import struct, sys
+code = bytes([0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x78, 0xEE, 0xEB, 0xFB])
+addr = 0x200000
+header = b'\x7fELF' + bytes([2, 1, 1, 0]) + bytes(8) + struct.pack('<HHIQQQIHHHHHH', 2, 62, 1, addr, 64, 0, 0, 64, 56, 1, 64, 0, 0)
+program = struct.pack('<IIQQQQQQ', 1, 5, 120, addr, addr, len(code), len(code), 0x1000)
+open(sys.argv[1], 'wb').write(header + program + code)
+PY
+}
+
+# Restoring beside booting, on this host, with the tiny guest that prints forever (128 MiB):
+# snapshotted once through the API, then RUNS boots and RUNS restores (lguest restore --resume),
+# each timed from exec to the first KVM_RUN (the guest's first instruction) and to the first
+# byte it prints; then the resident and proportional memory (smaps_rollup) of 1, 2 and 4
+# restored clones running at once.
+restore() {
+    local runs=${1:-20} work pid n i total_rss total_pss
+    build_lguest
+    swift build --package-path Benchmarks -c release --product startup-bench >&2
+    work=$(mktemp -d)
+    spin_elf "$work/spin.elf"
+    printf '{"boot-source": {"kernel_image_path": "%s", "boot_args": ""}, "machine-config": {"vcpu_count": 1, "mem_size_mib": 128}, "drives": []}\n' \
+        "$work/spin.elf" >"$work/vm.json"
+    .build/release/lguest --api-sock "$work/api.sock" --config-file "$work/vm.json" </dev/null >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do [ -S "$work/api.sock" ] && break; sleep 0.05; done
+    sleep 0.2
+    curl -sf --unix-socket "$work/api.sock" -X PATCH http://localhost/vm -d '{"state": "Paused"}'
+    curl -sf --unix-socket "$work/api.sock" -X PUT http://localhost/snapshot/create \
+        -d "{\"snapshot_path\": \"$work/vm.state\", \"mem_file_path\": \"$work/vm.mem\"}"
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    echo "restore: booting the tiny guest (128 MiB)"
+    Benchmarks/.build/release/startup-bench --runs "$runs" --console \
+        .build/release/lguest run --kernel "$work/spin.elf" --memory 128 --cmdline "" --trace-boot
+    echo "restore: restoring its snapshot (state $(stat -c %s "$work/vm.state") bytes, memory file $(du -k "$work/vm.mem" | cut -f1) KiB on disk)"
+    Benchmarks/.build/release/startup-bench --runs "$runs" --console \
+        .build/release/lguest restore --snapshot "$work/vm.state" --memory-file "$work/vm.mem" --resume --trace-boot
+    for n in 1 2 4; do
+        local pids=()
+        for i in $(seq "$n"); do
+            .build/release/lguest restore --snapshot "$work/vm.state" --memory-file "$work/vm.mem" --resume </dev/null >/dev/null 2>&1 &
+            pids+=($!)
+        done
+        sleep 0.5
+        total_rss=0 total_pss=0
+        for pid in "${pids[@]}"; do
+            total_rss=$((total_rss + $(awk '/^Rss:/{print $2}' "/proc/$pid/smaps_rollup")))
+            total_pss=$((total_pss + $(awk '/^Pss:/{print $2}' "/proc/$pid/smaps_rollup")))
+        done
+        kill "${pids[@]}"; wait "${pids[@]}" 2>/dev/null || true
+        echo "restore: $n clone(s) at once: resident $((total_rss / n)) KiB each, proportional $((total_pss / n)) KiB each, $total_pss KiB in all"
+    done
+    rm -rf "$work"
+}
+
 # What a change of dependencies costs: the release binary of git revision REV (built in a
 # worktree of its own) beside this one's, each booting a tiny guest (a few instructions that
 # print forever) with 128 MiB, RUNS times each, alternating: exec to first KVM_RUN (from
@@ -89,15 +147,7 @@ deps() {
     work=$(mktemp -d)
     git worktree add --detach "$work/tree" "$rev" >/dev/null
     (cd "$work/tree" && swift build -c release --static-swift-stdlib --product lguest >&2)
-    # A 64-bit ELF whose code writes 'x' to COM1 forever: mov dx,0x3f8; mov al,'x'; out dx,al; jmp.
-    python3 - "$work/spin.elf" <<'PY'
-import struct, sys
-code = bytes([0x66, 0xBA, 0xF8, 0x03, 0xB0, 0x78, 0xEE, 0xEB, 0xFB])
-addr = 0x200000
-header = b'\x7fELF' + bytes([2, 1, 1, 0]) + bytes(8) + struct.pack('<HHIQQQIHHHHHH', 2, 62, 1, addr, 64, 0, 0, 64, 56, 1, 64, 0, 0)
-program = struct.pack('<IIQQQQQQ', 1, 5, 120, addr, addr, len(code), len(code), 0x1000)
-open(sys.argv[1], 'wb').write(header + program + code)
-PY
+    spin_elf "$work/spin.elf"
     local name bin i pid
     declare -A times=() rss=() anon=()
     for i in $(seq "$runs"); do
@@ -170,6 +220,7 @@ case "$command" in
     boot) boot "$@" ;;
     deps) deps "$@" ;;
     vsock) vsock "$@" ;;
+    restore) restore "$@" ;;
     all) block; net; virtqueue; startup; boot ;;
     *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -23,7 +23,9 @@ net=fail
 ping -c 1 -W 5 192.0.2.1 >/dev/null 2>&1 && net=ok
 echo "LGUEST-SNAP-READY net=$net"
 
-ms() { date +%s%N | cut -c1-13; }
+# /bin/date is coreutils' (--guest-tool date), named by path: busybox's own, which its shell
+# prefers, has no nanoseconds.
+ms() { /bin/date +%s%N | cut -c1-13; }
 n=0
 pending=
 while true; do

@@ -59,7 +59,7 @@ vmm_pid() {
     done
     echo "$1"
 }
-rss_kb() { sed -n 's/^VmRSS: *\([0-9]*\) kB$/\1/p' "/proc/$1/status"; }
+rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 # type FIFO-FD TEXT: a line on the guest's console.
 say() { eval "echo \"\$2\" >&$1"; }
 

@@ -58,6 +58,9 @@ extension Machine {
                 guard reader.isAtEnd else { throw .malformed("a virtio device's state has \(reader.remaining) bytes nobody reads") }
             }
         } catch { throw .snapshot(error) }
+        // The guest's clock jumps by the time the snapshot lay on disk: its kvmclock says the
+        // host stopped it, so that its watchdogs and RCU's stall detector let the jump pass.
+        for vcpu in vcpus { try? vcpu.notePausedByHost() }
         // The vsock connections were the old process's: the guest's driver must drop them.
         vsock?.announceTransportReset()
         // Kicks the old process had not served yet are lost with its eventfds: look at every
