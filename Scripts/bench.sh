@@ -11,6 +11,7 @@
 #   Scripts/bench.sh vsock [RUNS]                   one 16 MiB stream through vsock vs virtio-net TCP, both ways, in the lab
 #   Scripts/bench.sh deps REV [RUNS]                 this build vs git revision REV: size, start-up, memory
 #   Scripts/bench.sh restore [RUNS]                 restore vs boot of a tiny guest, and clones' memory, on this host
+#   Scripts/bench.sh snapshot                       save and restore (1, 2, 4 copies) vs QEMU's migrate/-incoming, in the lab
 #   Scripts/bench.sh all
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -137,6 +138,40 @@ restore() {
     rm -rf "$work"
 }
 
+# Lab/scenarios/snapshot-bench.sh in the lab: lguest's snapshots beside QEMU's migration to a
+# file, the same guest in the same lab host; medians per VMM and number of copies.
+snapshot() {
+    local log
+    build_lguest
+    log=$(mktemp)
+    Lab/lab.sh run --vmm .build/release/lguest --with-qemu --scenario Lab/scenarios/snapshot-bench.sh \
+        --guest-init Lab/guest/snapshot-init.sh --host-tool curl --host-tool date --host-tool socat --guest-tool date \
+        --env LAB_RUN_TIMEOUT=900 --timeout 2400 --log "$log" >&2
+    tr -d '\r' <"$log" | grep -E '^LAB-BENCH-SNAP' | tee "$log.lines"
+    awk '
+        /^LAB-BENCH-SNAP restore/ {
+            for (i = 1; i <= NF; i++) { split($i, kv, "="); f[kv[1]] = kv[2] }
+            key = f["vmm"] " " f["copies"]
+            out[key] = out[key] " " f["first_output_ms"]; rss[key] += f["rss_kb"]; pss[key] += f["pss_kb"]; n[key]++
+        }
+        function median(list,   m, a, i, j, t) {
+            m = split(list, a, " ")
+            for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t }
+            return a[int((m + 1) / 2)]
+        }
+        END {
+            split("1 2 4", ks, " ")
+            for (x = 1; x <= 3; x++) {
+                k = ks[x]; l = "lguest " k; q = "qemu " k
+                if (!n[l] || !n[q]) continue
+                printf "snapshot %d cop%s: first console byte lguest %d ms, QEMU %d ms (ratio %.2f); per copy: resident lguest %d KiB, QEMU %d KiB; proportional lguest %d KiB, QEMU %d KiB\n",
+                    k, k == 1 ? "y" : "ies", median(out[l]), median(out[q]), median(out[q]) / median(out[l]),
+                    rss[l] / n[l], rss[q] / n[q], pss[l] / n[l], pss[q] / n[q]
+            }
+        }' "$log.lines"
+    rm -f "$log" "$log.lines"
+}
+
 # What a change of dependencies costs: the release binary of git revision REV (built in a
 # worktree of its own) beside this one's, each booting a tiny guest (a few instructions that
 # print forever) with 128 MiB, RUNS times each, alternating: exec to first KVM_RUN (from
@@ -221,6 +256,7 @@ case "$command" in
     deps) deps "$@" ;;
     vsock) vsock "$@" ;;
     restore) restore "$@" ;;
+    snapshot) snapshot "$@" ;;
     all) block; net; virtqueue; startup; boot ;;
     *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -20,8 +20,9 @@ public struct VMState: Sendable {
 }
 
 extension VirtualMachine {
-    /// Reads the VM-wide state. `clock` is the guest's kvmclock as the machine froze it.
-    public func saveState(clock: UInt64) throws(SystemCallError) -> VMState {
+    /// Reads the VM-wide state. `clock` is the guest's kvmclock as the machine froze it, at the
+    /// host's wall-clock time `frozenAt` (now, if nil).
+    public func saveState(clock: UInt64, frozenAt: UInt64? = nil) throws(SystemCallError) -> VMState {
         var chips: [kvm_irqchip] = []
         for id in 0..<VMState.chipCount {
             var chip = kvm_irqchip()
@@ -31,7 +32,7 @@ extension VirtualMachine {
         }
         var pit = kvm_pit_state2()
         _ = try check("KVM_GET_PIT2", lg_ioctl_pointer(fd, LG_KVM_GET_PIT2, &pit))
-        return VMState(irqchips: chips, pit: pit, clock: clock, hostRealtime: Self.realtimeNanoseconds())
+        return VMState(irqchips: chips, pit: pit, clock: clock, hostRealtime: frozenAt ?? Self.realtimeNanoseconds())
     }
 
     /// Writes `state` into this VM (created with `createPlatform`, its vCPUs restored). With
@@ -50,7 +51,8 @@ extension VirtualMachine {
         try setClock(state.clock &+ elapsed)
     }
 
-    static func realtimeNanoseconds() -> UInt64 {
+    /// The host's wall-clock time, in ns since the epoch.
+    public static func realtimeNanoseconds() -> UInt64 {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         return UInt64(now.tv_sec) * 1_000_000_000 + UInt64(now.tv_nsec)

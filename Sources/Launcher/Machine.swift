@@ -52,6 +52,9 @@ public final class Machine: Sendable {
     let connection: ConsoleConnection
     /// The guest's kvmclock when it was paused, put back on resume.
     let pausedClock = Mutex<UInt64?>(nil)
+    /// The host's wall-clock time when the guest's clock was frozen, in ns (for a snapshot: the
+    /// restored clock makes up for the time since then).
+    let pausedAt = Mutex<UInt64?>(nil)
     /// The vCPUs' exits, by reason.
     public let exits = ExitCounters()
     /// Where the threads park while paused and learn that the machine is stopping.

@@ -31,6 +31,7 @@ extension Machine {
             // puts back the clock as it is now.
             gate.pauseBeforeStart()
             pausedClock.withLock { $0 = try? vm.clock() }
+            pausedAt.withLock { $0 = VirtualMachine.realtimeNanoseconds() }
         }
         guard KickSignal.installed else { throw .setup("cannot install the vCPU kick signal's handler") }
         try watchConsoleInput()
@@ -94,6 +95,7 @@ extension Machine {
     public func pause() -> Bool {
         guard gate.pause(kick: { kickAll() }) else { return false }
         pausedClock.withLock { $0 = try? vm.clock() }
+        pausedAt.withLock { $0 = VirtualMachine.realtimeNanoseconds() }
         return true
     }
 

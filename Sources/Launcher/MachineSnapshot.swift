@@ -114,8 +114,9 @@ extension Machine {
         do throws(KVMError) { msrs = try vm.system.msrIndexList() } catch { throw .kvm(error) }
         do throws(SystemCallError) {
             var clock = pausedClock.withLock { $0 }
-            if clock == nil { clock = try vm.clock() }
-            let vmState = try vm.saveState(clock: clock ?? 0)
+            var frozenAt = pausedAt.withLock { $0 }
+            if clock == nil { clock = try vm.clock(); frozenAt = nil }
+            let vmState = try vm.saveState(clock: clock ?? 0, frozenAt: frozenAt)
             var vcpuStates: [VCPUState] = []
             for (vcpu, table) in zip(vcpus, cpuid) { vcpuStates.append(try vcpu.saveState(cpuid: table, msrIndices: msrs)) }
             w.section("CONF") { configuration.encode(to: &$0, macs: networks.map(\.mac)) }
