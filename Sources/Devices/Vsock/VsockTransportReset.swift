@@ -20,12 +20,17 @@ extension VsockDevice {
             } catch { s.statistics.malformed += 1; return false }
             var writer = chain.writer()
             let event = (0..<4).map { UInt8(truncatingIfNeeded: Self.transportResetEvent >> (8 * $0)) }
+            var sent = true
+            do throws(VirtqueueError) { try writer.write(event) } catch {
+                // A buffer too small for the event goes back to the driver empty.
+                s.statistics.malformed += 1
+                sent = false
+            }
             do throws(VirtqueueError) {
-                try writer.write(event)
-                try s.queues[Self.eventQueue].addUsed(head: chain.head, length: writer.bytesWritten)
+                try s.queues[Self.eventQueue].addUsed(head: chain.head, length: sent ? writer.bytesWritten : 0)
             } catch { s.statistics.malformed += 1; return false }
             s.queues[Self.eventQueue].notifyGuestIfNeeded()
-            return true
+            return sent
         }
     }
 }
