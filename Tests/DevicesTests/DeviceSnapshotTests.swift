@@ -125,6 +125,21 @@ import VirtioTesting
         #expect(Self.inb(uart, 5) & 0x01 == 0)
     }
 
+    @Test("a UART state with register bits no UART holds is refused")
+    func serialImpossibleRegisters() throws {
+        var w = StateWriter()
+        Self.programmedUART().saveState(to: &w)
+        // IER is byte 0, MCR byte 2: a guest's writes keep IER to its low four bits, MCR to five.
+        for (index, value): (Int, UInt8) in [(0, 0x10), (0, 0xFF), (2, 0x20), (2, 0xFF)] {
+            var state = w.bytes
+            state[index] = value
+            var r = StateReader(state)
+            let uart = Serial(output: Discard(), interrupt: {})
+            #expect(throws: SnapshotError.self, "byte \(index) = 0x\(String(value, radix: 16))") { try uart.restoreState(from: &r) }
+            #expect(Self.inb(uart, 1) == 0 && Self.inb(uart, 5) & 0x01 == 0)
+        }
+    }
+
     // MARK: - The i8042 and the power controller
 
     static func write(_ i8042: I8042, _ offset: UInt64, _ value: UInt8) {
@@ -207,6 +222,20 @@ import VirtioTesting
         for length in 0 ..< good.bytes.count {
             var cut = StateReader(Array(good.bytes.prefix(length)))
             #expect(throws: SnapshotError.self) { try I8042(power: PowerControl()).restoreState(from: &cut) }
+        }
+        // Only a command that takes a data byte can be waiting for one.
+        for command: UInt8 in [0x00, 0x20, 0xAA, 0xFE] {
+            var w = StateWriter()
+            w.data([]); w.u8(0x45); w.bool(true); w.u8(command)
+            var r = StateReader(w.bytes)
+            let i8042 = I8042(power: PowerControl())
+            #expect(throws: SnapshotError.self, "command 0x\(String(command, radix: 16))") { try i8042.restoreState(from: &r) }
+        }
+        for command: UInt8 in [0x60, 0xD1, 0xD4] {
+            var w = StateWriter()
+            w.data([]); w.u8(0x45); w.bool(true); w.u8(command)
+            var r = StateReader(w.bytes)
+            #expect(throws: Never.self) { try I8042(power: PowerControl()).restoreState(from: &r) }
         }
     }
 

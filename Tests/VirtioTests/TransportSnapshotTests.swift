@@ -206,6 +206,46 @@ import VirtioTesting
         }
     }
 
+    @Test("a status no driver could reach is refused: bits out of order, FEATURES_OK without VERSION_1, a queue ready before FEATURES_OK")
+    func unreachableStatus() throws {
+        let rig = try Rig()
+        let bytes = rig.saved()
+        // Status is the u32 at 12; the driver's features the u64 at 24 (VERSION_1 is bit 32: byte 28, bit 0).
+        var cases: [(String, [UInt8])] = []
+        for status: UInt8 in [0x04, 0x0C, 0x02, 0x08, 0x05, 0x0D, 0x84] {
+            var state = bytes
+            state[12] = status
+            cases.append(("status 0x\(String(status, radix: 16))", state))
+        }
+        var withoutVersion1 = bytes
+        #expect(withoutVersion1[28] & 1 == 1)
+        withoutVersion1[28] &= ~1
+        cases.append(("FEATURES_OK without VERSION_1", withoutVersion1))
+        var unknownAcked = bytes
+        unknownAcked[32] = 1
+        cases.append(("FEATURES_OK with unknown features acked", unknownAcked))
+        var readyTooEarly = bytes
+        readyTooEarly[12] = 0x03 // ACKNOWLEDGE | DRIVER, queues still ready
+        cases.append(("queues ready before FEATURES_OK", readyTooEarly))
+
+        for (name, state) in cases {
+            let device = EchoDevice(queueMaxSizes: [16, 16])
+            let transport = MMIOTransport(device: device, memory: rig.memory, interrupt: CountingLine())
+            let error = refusal { () throws(SnapshotError) in try Self.restore(state, into: transport) }
+            guard case .malformed = error else { Issue.record("\(name): \(String(describing: error))"); continue }
+            #expect(!transport.isActivated && device.state.withLock { $0.activations } == 0, "\(name)")
+        }
+
+        // FAILED may come at any point, also after DRIVER_OK: the device stays as it was.
+        var failed = bytes
+        failed[12] |= 0x80
+        let device = EchoDevice(queueMaxSizes: [16, 16])
+        let transport = MMIOTransport(device: device, memory: rig.memory, interrupt: CountingLine())
+        try Self.restore(failed, into: transport)
+        #expect(transport.status == [.acknowledge, .driver, .featuresOK, .driverOK, .failed])
+        #expect(device.state.withLock { $0.activations } == 1)
+    }
+
     @Test("a ready queue that does not fit in guest memory, or is larger than the device allows, is refused")
     func queueOutsideMemory() throws {
         let rig = try Rig()
