@@ -264,6 +264,29 @@ import VirtioTesting
         #expect(throws: SnapshotError.self) { try BalloonDevice(configuration: BalloonConfiguration(amountMiB: 1)).restoreState(from: &cut) }
     }
 
+    @Test("a balloon state turns statistics neither on nor off: the device's queues say which")
+    func balloonStatisticsStayAsMade() throws {
+        func state(interval: UInt16) -> [UInt8] {
+            var w = StateWriter()
+            w.u32(100); w.u32(50); w.u16(interval)
+            return w.bytes
+        }
+        let withStatistics = BalloonDevice(configuration: BalloonConfiguration(amountMiB: 1, statisticsIntervalSeconds: 1))
+        var off = StateReader(state(interval: 0))
+        #expect(throws: SnapshotError.self) { try withStatistics.restoreState(from: &off) }
+        #expect(withStatistics.status.statisticsIntervalSeconds == 1 && withStatistics.status.actualPages == 0)
+        var on = StateReader(state(interval: 30))
+        try withStatistics.restoreState(from: &on)
+        #expect(withStatistics.status.statisticsIntervalSeconds == 30)
+
+        let without = BalloonDevice(configuration: BalloonConfiguration(amountMiB: 1))
+        var some = StateReader(state(interval: 5))
+        #expect(throws: SnapshotError.self) { try without.restoreState(from: &some) }
+        var none = StateReader(state(interval: 0))
+        try without.restoreState(from: &none)
+        #expect(without.status.targetPages == 100 && without.status.actualPages == 50)
+    }
+
     @Test("a balloon behind its transport comes back active, with its configuration space as the driver left it")
     func balloonTransportRoundTrip() throws {
         let rig = try BalloonRig(BalloonConfiguration(amountMiB: 4, deflateOnOOM: true, statisticsIntervalSeconds: 2))
