@@ -79,13 +79,14 @@ let package = Package(
         .executableTarget(name: "SandboxProbe", dependencies: ["Launcher", "Devices", "Sandbox", "CKVM"], path: "Tests/SandboxProbe"),
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
+        .testTarget(name: "SnapshotTests", dependencies: ["Snapshot"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
         .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "GuestMemory"]),
-        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioTesting", "GuestMemory"]),
-        .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "VirtioTesting", "GuestMemory", "TestSupport"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioTesting", "GuestMemory", "Snapshot"]),
+        .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "VirtioTesting", "GuestMemory", "TestSupport", "Snapshot"]),
         .testTarget(name: "KVMTests", dependencies: ["KVM", "HostSystem", "Boot", "GuestMemory", "CKVM", "TestSupport"]),
         .testTarget(name: "LauncherTests", dependencies: [
-            "Launcher", "LguestCommands", "TestSupport",
+            "Launcher", "LguestCommands", "TestSupport", "Snapshot", "KVM", "CKVM",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "LguestKitTests", dependencies: ["LguestKit", "Snapshot", "TestSupport"]),

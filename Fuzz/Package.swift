@@ -19,6 +19,9 @@ let harnesses = [
     "fuzz-cli", "fuzz-options",
     // Firecracker's API: routing, strict JSON, the controller's rules, requests in sequence.
     "fuzz-api",
+    // A snapshot's state file: its envelope, every section, the platform devices' and a
+    // virtio-mmio transport's saved state.
+    "fuzz-snapshot",
 ]
 
 let package = Package(

@@ -52,6 +52,20 @@ extension MMIOTransport {
         guard regs.driverFeatures & ~deviceFeatures == 0 else { throw .malformed("virtio device type \(type) acked features it was not offered") }
         let known: DeviceStatus = [.acknowledge, .driver, .featuresOK, .driverOK, .failed]
         guard known.isSuperset(of: regs.status) else { throw .malformed("virtio status 0x\(String(regs.status.rawValue, radix: 16))") }
+        // Only a status the driver can reach through `writeStatus`: the bits in their order
+        // (virtio §3.1.1), FAILED at any point; FEATURES_OK only for features it accepts; a
+        // queue set up only from FEATURES_OK on. Anything else would activate a device in a
+        // state no driver could have put it in.
+        let steps: [DeviceStatus] = [[], [.acknowledge], [.acknowledge, .driver], [.acknowledge, .driver, .featuresOK],
+                                     [.acknowledge, .driver, .featuresOK, .driverOK]]
+        guard steps.contains(regs.status.subtracting(.failed)) else {
+            throw .malformed("virtio status 0x\(String(regs.status.rawValue, radix: 16)) is not one a driver reaches")
+        }
+        if regs.status.contains(.featuresOK) {
+            guard regs.driverFeatures & VirtioFeature.version1 != 0, !regs.unknownFeaturesAcked else {
+                throw .malformed("virtio device type \(type) has FEATURES_OK for features it would have refused")
+            }
+        }
         let count = try reader.count(limit: queueMaxSizes.count, of: "queues")
         guard count == queueMaxSizes.count else { throw .malformed("virtio device type \(type) with \(count) queues, not \(queueMaxSizes.count)") }
         for index in 0..<count {
@@ -60,6 +74,9 @@ extension MMIOTransport {
             queue.descriptorTable = try reader.u64()
             queue.driverArea = try reader.u64()
             queue.deviceArea = try reader.u64()
+            guard !queue.ready || regs.status.contains(.featuresOK) else {
+                throw .malformed("queue \(index) of virtio device type \(type) is ready before FEATURES_OK")
+            }
             if queue.ready {
                 guard queue.size <= UInt32(queueMaxSizes[index]),
                       (try? Queue.validate(memory: memory, size: UInt16(queue.size), layout: QueueLayout(

@@ -13,6 +13,12 @@ extension BalloonDevice {
 
     public func restoreState(from reader: inout StateReader) throws(SnapshotError) {
         let target = try reader.u32(), actual = try reader.u32(), interval = try reader.u16()
+        // Statistics are on exactly when the device has their queue (`setStatisticsInterval`
+        // keeps it so): an interval of 0 with the queue, or one without it, is no balloon's.
+        let hasStatistics = offeredFeatures & Feature.statisticsQueue != 0
+        guard (interval != 0) == hasStatistics else {
+            throw .malformed("balloon statistics every \(interval) s for a balloon made \(hasStatistics ? "with" : "without") them")
+        }
         state.withLock { s in
             s.targetPages = target
             s.actualPages = actual

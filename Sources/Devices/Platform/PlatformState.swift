@@ -19,6 +19,10 @@ extension I8042 {
         s.commandByte = try reader.u8()
         let pending = try reader.bool()
         let command = try reader.u8()
+        // Only the commands that wait for a data byte can be waiting for one.
+        guard !pending || [0x60, 0xD1, 0xD2, 0xD3, 0xD4].contains(command) else {
+            throw .malformed("i8042 command 0x\(String(command, radix: 16)) waiting for a data byte")
+        }
         s.pendingCommand = pending ? command : nil
         let restored = s
         state.withLock { $0 = restored }

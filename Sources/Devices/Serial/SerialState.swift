@@ -27,6 +27,11 @@ extension Serial {
         s.fifoEnabled = try reader.bool()
         s.transmitEmptyPending = try reader.bool()
         s.input = try reader.data(limit: Self.inputLimit)
+        // Bits the registers cannot hold (a guest's writes are masked to these) mean the state
+        // is not one a UART was in.
+        guard s.interruptEnable & ~0x0F == 0, s.modemControl & ~0x1F == 0 else {
+            throw .malformed("UART registers IER 0x\(String(s.interruptEnable, radix: 16)), MCR 0x\(String(s.modemControl, radix: 16))")
+        }
         let restored = s
         state.withLock { old in
             let kept = old.statistics
