@@ -44,13 +44,14 @@ restore_copies() {
         rm -f "$S/out$i" "$S/err$i"
         : >"$S/out$i"
         eval "t$i=\$(now_ms)"
+        return_pid=
         restore_cmd "$vmm" "$i"
-        pids="$pids $!"
+        pids="$pids ${return_pid:-$!}"
         i=$((i + 1))
     done
     i=1
     for p in $pids; do
-        waitfor 60 nonempty "$S/out$i" || echo "LAB-BENCH-SNAP-ERROR $vmm copy $i printed nothing"
+        waitfor 60 nonempty "$S/out$i" || echo "LAB-BENCH-SNAP-ERROR $vmm copy $i printed nothing: $(tail -n 3 "$S/err$i" | tr '\n' ' ') $([ "$vmm" = qemu ] && { echo "info status" | socat - "UNIX-CONNECT:$S/mon$i.sock"; echo "info migrate" | socat - "UNIX-CONNECT:$S/mon$i.sock"; } 2>&1 | tr -d '\r' | tr '\n' ' ')"
         eval "first$i=\$((\$(now_ms) - t$i))"
         i=$((i + 1))
     done
@@ -62,9 +63,10 @@ restore_copies() {
         v=$(vmm_pid "$p")
         run=$(sed -n 's/.*trace: first KVM_RUN at \([0-9.]*\) ms.*/\1/p' "$S/err$i")
         eval "echo \"LAB-BENCH-SNAP restore vmm=$vmm copies=$k copy=$i first_output_ms=\$first$i first_kvm_run_ms=${run:-none} rss_kb=$(field Rss "/proc/$v/smaps_rollup") pss_kb=$(field Pss "/proc/$v/smaps_rollup")\""
-        kill "$v" 2>/dev/null
         i=$((i + 1))
     done
+    # Only once every copy is measured: a copy's proportional share counts the others alive.
+    for p in $pids; do kill "$(vmm_pid "$p")" 2>/dev/null; done
     for p in $pids; do wait "$p" 2>/dev/null; done
 }
 
@@ -77,13 +79,26 @@ restore_cmd() {
             -nodefaults -no-user-config -display none -serial stdio \
             -drive id=disk,file="$S/copy$2.img",format=raw,if=none -device virtio-blk-device,drive=disk \
             -kernel "$GUEST_KERNEL" -initrd "$INITRD" -append "$CMDLINE" \
+            -monitor "unix:$S/mon$2.sock,server,nowait" \
             -incoming "exec:cat $S/qemu.mig" </dev/null >"$S/out$2" 2>"$S/err$2" &
+        # The stream says the VM was stopped (as lguest's snapshot was taken paused): once it is
+        # loaded, `cont`, as `resume_vm` does for lguest.
+        qpid=$!
+        (
+            while ! echo "info status" | socat - "UNIX-CONNECT:$S/mon$2.sock" 2>/dev/null | tr -d '\r' | grep -q 'VM status: paused$'; do
+                sleep 0.01
+            done
+            echo cont | socat - "UNIX-CONNECT:$S/mon$2.sock" >/dev/null 2>&1
+        ) </dev/null >/dev/null 2>&1 &
+        # restore_copies waits on $!: the QEMU, not the helper.
+        return_pid=$qpid
     fi
 }
 
 echo "LAB-BEGIN snapshot-bench uptime=$(lab_uptime)"
 
-# lguest: boot through the API, count, pause, snapshot.
+# lguest: boot through the API, count, pause, snapshot. (LAB_BENCH_ONLY=qemu skips it.)
+if [ "${LAB_BENCH_ONLY:-}" != qemu ]; then
 printf '{"boot-source": {"kernel_image_path": "%s", "initrd_path": "%s", "boot_args": "%s"}, "machine-config": {"vcpu_count": 1, "mem_size_mib": 256}, "drives": [{"drive_id": "disk", "path_on_host": "%s", "is_root_device": false}]}\n' \
     "$GUEST_KERNEL" "$INITRD" "$CMDLINE" "$S/disk.img" >"$S/vm.json"
 "$LGUEST" --api-sock "$S/api.sock" --id bench --log-path "$S/api.log" --config-file "$S/vm.json" </dev/null >"$S/boot.out" 2>"$S/boot.err" &
@@ -98,6 +113,7 @@ cp "$S/disk.img" "$S/base.img"
 kill -9 "$(vmm_pid "$pid")"; wait "$pid" 2>/dev/null
 for k in 1 2 4; do restore_copies lguest "$k"; done
 rm -f "$S/vm.mem"
+fi
 
 # QEMU: boot the same guest, count, stop, migrate to a file.
 dd if=/dev/zero of="$S/disk.img" bs=1048576 count=16 2>/dev/null
