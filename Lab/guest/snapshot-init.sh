@@ -1,15 +1,19 @@
 #!/bin/sh
-# Guest (L3) /init for the snapshot scenario (Lab/scenarios/snapshot.sh). It counts, five times
-# a second, and writes each number to its own sector of the disk (vda), flushed:
+# Guest (L3) /init for the snapshot scenario (Lab/scenarios/snapshot.sh). A counter, in the
+# background, counts five times a second and writes each number to its own sector of the disk
+# (vda), flushed:
 #   LGUEST-SNAP-TICK n=N uptime=SECONDS
-# and answers the lines the host types on its console:
+# while the foreground answers the lines the host types on the console (each echoed as
+# LGUEST-SNAP-GOT LINE):
 #   FILL       fills and frees 128 MiB of tmpfs (memory the host then sees resident)
 #   MEM        LGUEST-SNAP-MEM total_kb=N free_kb=N   (MemTotal shrinks while the balloon holds pages)
 #   HOSTTIME T LGUEST-SNAP-CLOCK host=T guest=NOW diff_ms=N   (its own clock against the host's)
-#   CHECK      LGUEST-SNAP-CHECK records=N distinct=N last=N net=ok|fail
+#   CHECK      LGUEST-SNAP-CHECK n=N records=N distinct=N last=N net=ok|fail
 #              (the disk's records read back past the page cache, and a ping of the host)
-#   POWEROFF   powers off
+#   POWEROFF   LGUEST-SNAP-BYE n=N, and powers off
 # The same guest runs on in each restored VM and clone: it never learns it was restored.
+# (The console is read without a timeout: busybox's `read -t` drops what it has read of a line
+# when the time runs out.)
 export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
@@ -26,23 +30,22 @@ echo "LGUEST-SNAP-READY net=$net"
 # /bin/date is coreutils' (--guest-tool date), named by path: busybox's own, which its shell
 # prefers, has no nanoseconds.
 ms() { /bin/date +%s%N | cut -c1-13; }
-n=0
-pending=
-while true; do
-    n=$((n + 1))
-    printf 'COUNT %08d\n' "$n" | dd of=/dev/vda bs=512 seek="$n" conv=sync,notrunc,fsync 2>/dev/null
-    echo "LGUEST-SNAP-TICK n=$n uptime=$(cut -d' ' -f1 /proc/uptime)"
-    # A line the host types may arrive a few bytes at a time: what a timed-out read got is
-    # kept and the line completed by the next.
-    part=
-    if read -t 0.2 -r part; then
-        line=$pending$part
-        pending=
-    else
-        pending=$pending$part
-        line=
-    fi
-    [ -n "$line" ] && echo "LGUEST-SNAP-GOT $line"
+echo 0 >/tmp/n
+(
+    n=0
+    while true; do
+        n=$((n + 1))
+        printf 'COUNT %08d\n' "$n" | dd of=/dev/vda bs=512 seek="$n" conv=sync,notrunc,fsync 2>/dev/null
+        # The count, once its sector is on the disk.
+        echo "$n" >/tmp/n.new && mv /tmp/n.new /tmp/n
+        echo "LGUEST-SNAP-TICK n=$n uptime=$(cut -d' ' -f1 /proc/uptime)"
+        sleep 0.2
+    done
+) &
+counter=$!
+
+while read -r line; do
+    echo "LGUEST-SNAP-GOT $line"
     case $line in
     FILL*)
         dd if=/dev/zero of=/tmp/fill bs=1048576 count=128 2>/dev/null
@@ -58,6 +61,7 @@ while true; do
         echo "LGUEST-SNAP-CLOCK host=$host guest=$guest diff_ms=$((guest - host))"
         ;;
     CHECK*)
+        n=$(cat /tmp/n)
         records=$(dd if=/dev/vda bs=512 count=$((n + 1)) iflag=direct 2>/dev/null | tr -d '\000' | grep '^COUNT ')
         total=$(echo "$records" | grep -c '^COUNT ')
         distinct=$(echo "$records" | sort -u | grep -c '^COUNT ')
@@ -66,8 +70,10 @@ while true; do
         echo "LGUEST-SNAP-CHECK n=$n records=$total distinct=$distinct last=$last net=$net"
         ;;
     POWEROFF*)
-        echo "LGUEST-SNAP-BYE n=$n"
+        kill "$counter"
+        echo "LGUEST-SNAP-BYE n=$(cat /tmp/n)"
         poweroff -f
         ;;
     esac
 done
+poweroff -f

@@ -84,19 +84,19 @@ waitfor 60 has "$S/console1" LGUEST-SNAP-FILLED || echo "LAB-SNAP-ERROR the gues
 vmm1=$(vmm_pid "$pid1")
 rss_full=$(rss_kb "$vmm1")
 say 3 MEM
-waitfor 20 has "$S/console1" LGUEST-SNAP-MEM || true
+waitfor 60 has "$S/console1" LGUEST-SNAP-MEM || echo "LAB-SNAP-ERROR no MemTotal from the guest"
 api "$S/api1.sock" PATCH /balloon '{"amount_mib": 64}'
 inflated() { api "$S/api1.sock" GET /balloon/statistics >/dev/null; grep -q '"actual_mib":64' "$S/body"; }
 waitfor 90 inflated || echo "LAB-SNAP-ERROR the balloon never reached 64 MiB: $(cat "$S/body")"
 sleep 1
 rss_inflated=$(rss_kb "$vmm1")
 say 3 MEM
-waitfor 20 sh -c "[ \$(grep -c LGUEST-SNAP-MEM '$S/console1') -ge 2 ]" || true
+waitfor 60 sh -c "[ \$(grep -c LGUEST-SNAP-MEM '$S/console1') -ge 2 ]" || echo "LAB-SNAP-ERROR no MemTotal from the guest with the balloon inflated"
 api "$S/api1.sock" PATCH /balloon '{"amount_mib": 0}'
 deflated() { api "$S/api1.sock" GET /balloon/statistics >/dev/null; grep -q '"actual_mib":0' "$S/body"; }
 waitfor 90 deflated || echo "LAB-SNAP-ERROR the balloon never deflated: $(cat "$S/body")"
 say 3 MEM
-waitfor 20 sh -c "[ \$(grep -c LGUEST-SNAP-MEM '$S/console1') -ge 3 ]" || true
+waitfor 60 sh -c "[ \$(grep -c LGUEST-SNAP-MEM '$S/console1') -ge 3 ]" || echo "LAB-SNAP-ERROR no MemTotal from the guest with the balloon deflated"
 echo "LAB-SNAP-BALLOON rss_full_kb=$rss_full rss_inflated_kb=$rss_inflated"
 
 # 2. Pause, snapshot, kill.
