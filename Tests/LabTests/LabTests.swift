@@ -212,9 +212,8 @@ let SnapshotScenario = LabScenario(name: "snapshot", guestInit: "snapshot-init.s
 let DurabilityScenario = LabScenario(name: "durability", guestInit: "durability-init.sh")
 
 /// How many lab scenarios run at once: $LGUEST_LAB_JOBS, default 1. Each is a QEMU emulating
-/// a CPU in software; two at once beside the unit tests on two cores made guests stall and, once,
-/// a nested guest double-fault at a system call's entry (the emulation's fault, not the guest's).
-/// A scenario may ask for
+/// a CPU in software; two at once beside the unit tests on two cores slowed every guest (the fs
+/// scenario's untar five times over). A scenario may ask for
 /// every slot (it runs alone); waiters are served in order, so it is not starved.
 actor LabSlots {
     static let shared = LabSlots(Int(LabEnvironment.environment["LGUEST_LAB_JOBS"] ?? "") ?? 1)
