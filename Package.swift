@@ -34,7 +34,7 @@ let package = Package(
         .target(name: "GuestMemory", dependencies: ["CKVM"]),
         // A saved machine's files: the state file's encoding, format and checks (no KVM, no
         // devices: each layer writes and reads its own state through it).
-        .target(name: "Snapshot"),
+        .target(name: "Snapshot", dependencies: ["HostSystem"]),
         // /dev/kvm, the VM and its vCPUs (and how to enter what Boot prepared).
         .target(name: "KVM", dependencies: ["CKVM", "HostSystem", "GuestMemory", "Boot", "Snapshot"]),
         // Kernel image loaders: bzImage (64-bit boot protocol) and ELF vmlinux (PVH).

@@ -1,3 +1,4 @@
+import HostSystem
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -82,12 +83,8 @@ public enum StateFile {
     public static func write(payload: [UInt8], path: String) throws(SnapshotError) {
         let bytes = encode(payload: payload)
         try AtomicFile.replace(path) { fd throws(SnapshotError) in
-            var written = 0
-            while written < bytes.count {
-                let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, $0.count - written) }
-                if n < 0, errno == EINTR { continue }
-                guard n > 0 else { throw .file(path: path, String(cString: strerror(errno))) }
-                written += n
+            guard bytes.withUnsafeBytes({ writeAll(fd, $0) }) == bytes.count else {
+                throw .file(path: path, String(cString: strerror(errno)))
             }
         }
     }
