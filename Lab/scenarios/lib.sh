@@ -31,26 +31,91 @@ lab_debian() {
     fi
 }
 
+# lab_stall_report NAME
+# When a guest has stalled: one LAB-THREADS line per thread of every VMM on this host (lguest or
+# QEMU), with its state, system call number and kernel wait channel sampled three times a second
+# apart, then
+#   LAB-STALL NAME beneath=yes|no
+# beneath=yes when every vCPU thread was seen inside ioctl (16, KVM_RUN) at least once: the vCPUs
+# are in the kernel's hands and the stall is beneath the VMM, in the nested virtualization. no
+# when a vCPU thread never was: it is stuck in the VMM itself.
+lab_stall_report() {
+    _samples=$LAB_TMP/$1.threads
+    : >"$_samples"
+    for _round in 1 2 3; do
+        for _task in /proc/[0-9]*/task/[0-9]*; do
+            case $(readlink "${_task%/task/*}/exe" 2>/dev/null) in
+                *lguest* | *qemu-system*) ;;
+                *) continue ;;
+            esac
+            _comm=$(cat "$_task/comm" 2>/dev/null) || continue
+            _state=$(awk '{ print $3 }' "$_task/stat" 2>/dev/null)
+            _call=$(cut -d' ' -f1 "$_task/syscall" 2>/dev/null)
+            _wchan=$(cat "$_task/wchan" 2>/dev/null)
+            echo "${_task#/proc/} $(echo "$_comm" | tr ' ' _) ${_state:-?} ${_call:-?} ${_wchan:-?}" >>"$_samples"
+        done
+        sleep 1
+    done
+    sed "s/^/LAB-THREADS $1 /" "$_samples"
+    _beneath=$(awk '$2 ~ /^(lguest-vcpu|CPU_)/ { seen[$1] = 1; if ($4 == "16") inside[$1] = 1 }
+        END { n = 0; for (t in seen) { n++; if (!(t in inside)) { print "no"; exit } } print (n ? "yes" : "no") }' "$_samples")
+    echo "LAB-STALL $1 beneath=$_beneath"
+}
+
+# lab_stalled FILE: whether the guest console in FILE says the guest is wedged: a double fault,
+# or RCU reporting the same stall twice (a minute or more with a CPU that never came back).
+lab_stalled() {
+    grep -q 'double fault' "$1" && return 0
+    [ "$(grep -c 'rcu_[a-z]* detected stalls' "$1")" -ge 2 ]
+}
+
 # lab_run NAME COMMAND [ARG...]
 # Runs COMMAND, its stdout (the guest's console) going to ours and its stderr to a file, killed
 # after LAB_RUN_TIMEOUT seconds, between markers that name the run:
 #   LAB-BEGIN NAME uptime=SECONDS
-#   LAB-RESULT NAME exit=STATUS          (124 when it timed out)
+#   LAB-STALL NAME ...                   (when the guest wedged: see lab_stall_report)
+#   LAB-RESULT NAME exit=STATUS          (124 when it timed out, 125 when it was killed wedged)
 #   LAB-STDERR NAME LAST-LINE-OF-STDERR  (after up to 20 lines of LAB-STDERR-LINE NAME LINE)
 #   LAB-END NAME seconds=ELAPSED
-# Sets LAB_STATUS to the status.
+# Sets LAB_STATUS to the status. stdin goes to COMMAND as it is.
 lab_run() {
     _name=$1
     shift
     _start=$(lab_uptime)
     echo "LAB-BEGIN $_name uptime=$_start"
     echo "LAB-COMMAND $_name $*"
-    timeout -k 5 "$LAB_RUN_TIMEOUT" "$@" 2>"$LAB_TMP/$_name.err"
-    LAB_STATUS=$?
+    _out=$LAB_TMP/$_name.out
+    : >"$_out"
+    rm -f "$LAB_TMP/$_name.status" "$LAB_TMP/$_name.pid"
+    # In the background (stdin kept through descriptor 3), so that a watchdog can read the
+    # console as it comes and kill a guest that has wedged instead of waiting out the timeout.
+    exec 3<&0
+    {
+        timeout -k 5 "$LAB_RUN_TIMEOUT" "$@" 2>"$LAB_TMP/$_name.err" <&3 &
+        echo $! >"$LAB_TMP/$_name.pid"
+        wait $!
+        echo $? >"$LAB_TMP/$_name.status"
+    } | tee "$_out" &
+    _tee=$!
+    _stalled=no
+    while kill -0 "$_tee" 2>/dev/null; do
+        sleep 1
+        if [ "$_stalled" = no ] && [ ! -e "$LAB_TMP/$_name.status" ] && lab_stalled "$_out"; then
+            _stalled=yes
+            echo
+            lab_stall_report "$_name"
+            kill "$(cat "$LAB_TMP/$_name.pid")" 2>/dev/null
+        fi
+    done
+    wait "$_tee"
+    exec 3<&-
+    LAB_STATUS=$(cat "$LAB_TMP/$_name.status" 2>/dev/null || echo 1)
     _end=$(lab_uptime)
     _seconds=$(awk -v a="$_start" -v b="$_end" 'BEGIN { printf "%.1f", b - a }')
     # A run killed by timeout ends with 124 (coreutils) or 143/137 (busybox): say 124 for both.
-    if [ "$LAB_STATUS" -ne 0 ] && awk -v s="$_seconds" -v t="$LAB_RUN_TIMEOUT" 'BEGIN { exit !(s >= t) }'; then
+    if [ "$_stalled" = yes ]; then
+        LAB_STATUS=125
+    elif [ "$LAB_STATUS" -ne 0 ] && awk -v s="$_seconds" -v t="$LAB_RUN_TIMEOUT" 'BEGIN { exit !(s >= t) }'; then
         LAB_STATUS=124
     fi
     # A VMM that stops mid-line leaves the guest's last line open: start the markers afresh.
