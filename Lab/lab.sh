@@ -11,7 +11,7 @@ REPO_DIR=$(dirname "$LAB_DIR")
 CACHE=${LGUEST_LAB_CACHE:-$HOME/.cache/lguest-lab}
 
 # What the lab installs from Debian, and the command each package provides.
-PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools gcc socat"
+PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools gcc libc6-dev socat"
 # The kernel modules L2 needs: kvm for /dev/kvm, tun for the VMM's TAP devices, virtio and
 # squashfs for its disk (Lab/l2-disk.sh) (their
 # dependencies are resolved from the modules).
@@ -322,11 +322,14 @@ add_libraries() { # STAGE PROGRAM
 hash_of() { sha256sum | cut -c1-16; }
 
 # The guest's own tools beside busybox: /bin/outb (Lab/guest/outb.c) writes an I/O port, for
-# the boot timer and the power registers.
+# the boot timer and the power registers; /bin/vsock-duplex (Lab/guest/vsock-duplex.c) streams
+# through a vsock echo in both directions at once.
 add_guest_tools() { # STAGE
     command -v gcc >/dev/null || die "gcc not found: run Lab/$PROG setup"
     gcc -static -nostdlib -Os -fno-stack-protector -fno-pie -no-pie -fcf-protection=none \
         -o "$1/bin/outb" "$LAB_DIR/guest/outb.c" || die "cannot build $LAB_DIR/guest/outb.c"
+    gcc -static -O2 -o "$1/bin/vsock-duplex" "$LAB_DIR/guest/vsock-duplex.c" ||
+        die "cannot build $LAB_DIR/guest/vsock-duplex.c"
 }
 
 # A guest (L3) initramfs. Cached by content.
@@ -337,7 +340,7 @@ build_guest_initramfs() { # INIT OUT MODULES
         echo "$KVER $modules"
         cat "$init"
         declare -f add_busybox add_modules add_guest_tools pack
-        cat "$LAB_DIR/guest/outb.c"
+        cat "$LAB_DIR/guest/outb.c" "$LAB_DIR/guest/vsock-duplex.c"
         sha256sum /bin/busybox
         for t in "${GUEST_TOOLS[@]}"; do sha256sum "$(command -v "$t")"; done
     } | hash_of)

@@ -50,7 +50,9 @@ fi
 
 sent=$(sha256sum </tmp/data | cut -d' ' -f1)
 t0=$(now_ms)
-socat -t 300 - VSOCK-CONNECT:2:6000 </tmp/data >/tmp/back 2>/tmp/g2h.err
+# Streams through an echo are sent and read by two processes at once (vsock-duplex): one
+# socat doing both can block writing while the echo waits for it to read.
+vsock-duplex 2 6000 </tmp/data >/tmp/back 2>/tmp/g2h.err
 rc=$?
 echo "LGUEST-VSOCK g2h-time ms=$(( $(now_ms) - t0 ))"
 echo "LGUEST-VSOCK g2h bytes=$(wc -c </tmp/back) sent=$sent got=$(sha256sum </tmp/back | cut -d' ' -f1) rc=$rc"
@@ -60,9 +62,10 @@ head -c 4194304 /tmp/data >/tmp/part
 part=$(sha256sum </tmp/part | cut -d' ' -f1)
 pids=''
 for i in 1 2 3 4; do
-    (socat -t 300 - VSOCK-CONNECT:2:6000 </tmp/part >/tmp/back.$i 2>/dev/null
+    (vsock-duplex 2 6000 </tmp/part >/tmp/back.$i 2>/tmp/parallel.$i.err
      if [ "$(sha256sum </tmp/back.$i | cut -d' ' -f1)" = "$part" ]; then r=ok; else r=bad; fi
-     echo "LGUEST-VSOCK parallel $i bytes=$(wc -c </tmp/back.$i) $r") &
+     echo "LGUEST-VSOCK parallel $i bytes=$(wc -c </tmp/back.$i) $r"
+     sed "s/^/LGUEST-VSOCK parallel-stderr $i /" /tmp/parallel.$i.err) &
     pids="$pids $!"
 done
 # Only these: the listeners above are this shell's children too.
