@@ -125,6 +125,33 @@ public final class VCPU: @unchecked Sendable {
         return VCPUExit(runPage)
     }
 
+    /// Whether the guest's interrupt flag was set when KVM_RUN last returned (the run page's
+    /// `if_flag`, which KVM fills in on every return, a kicked one included).
+    public var interruptsEnabled: Bool { runPage.pointee.if_flag != 0 }
+
+    /// What KVM_GET_MP_STATE says the vCPU is doing.
+    public enum ActivityState: Sendable, Equatable {
+        case runnable
+        /// It executed HLT and waits for an interrupt.
+        case halted
+        /// An application processor that has not been started, or was put back to wait for
+        /// INIT and SIPI (an offlined CPU): only another CPU can start it.
+        case waitingForStartup
+        case other(UInt32)
+    }
+
+    /// KVM_GET_MP_STATE.
+    public func activityState() throws(SystemCallError) -> ActivityState {
+        var state = kvm_mp_state()
+        _ = try check("KVM_GET_MP_STATE", lg_ioctl_pointer(fd, LG_KVM_GET_MP_STATE, &state))
+        switch Int32(state.mp_state) {
+        case KVM_MP_STATE_RUNNABLE: return .runnable
+        case KVM_MP_STATE_HALTED: return .halted
+        case KVM_MP_STATE_UNINITIALIZED, KVM_MP_STATE_INIT_RECEIVED: return .waitingForStartup
+        default: return .other(state.mp_state)
+        }
+    }
+
     /// Makes the next (or current) KVM_RUN return at once. Pair it with a signal to the vCPU's
     /// thread to interrupt a guest that is running right now.
     ///

@@ -59,6 +59,8 @@ public final class Machine: Sendable {
     public let exits = ExitCounters()
     /// Where the threads park while paused and learn that the machine is stopping.
     let gate = RunGate()
+    /// Notices a guest that halted its CPUs for good (`systemctl halt`).
+    let halts: HaltWatch
     /// The threads `start()` made, joined by `shutdown()`.
     let threads = Mutex<MachineThreads>(MachineThreads())
 
@@ -251,6 +253,7 @@ public final class Machine: Sendable {
             }
             return (vcpus, tables)
         }
+        halts = HaltWatch(vcpuCount: vcpus.count)
         if let restore { try restoreDevices(restore.saved, advanceClock: restore.advanceClock) }
         if configuration.traceBoot { printError(BootClock.line("trace: VM built")) }
     }

@@ -58,7 +58,7 @@ extension Machine {
             threads.withLock { $0.fs = fs }
         }
         for (vcpu, filter) in zip(vcpus, sandbox.vcpus) {
-            let (ports, mmio, exits) = (self.ports, self.mmio, self.exits)
+            let (ports, mmio, exits, halts) = (self.ports, self.mmio, self.exits, self.halts)
             let trace = configuration.traceBoot && vcpu.id == 0
             gate.enter()
             let thread = try MachineThread(name: "lguest-vcpu\(vcpu.id)") {
@@ -66,7 +66,7 @@ extension Machine {
                 KickSignal.unblock()
                 guard enterThreadSandbox(filter, power: power) else { return }
                 if trace { printError(BootClock.line("trace: first KVM_RUN")) }
-                runVCPU(vcpu, ports: ports, mmio: mmio, power: power, gate: gate, exits: exits)
+                runVCPU(vcpu, ports: ports, mmio: mmio, power: power, gate: gate, exits: exits, halts: halts)
             }
             threads.withLock { $0.vcpus.append(thread) }
         }
@@ -113,7 +113,13 @@ extension Machine {
     public var isPaused: Bool { gate.isPaused }
 
     /// Blocks until some thread reports a reason to stop (the guest, a failure, `requestStop`).
-    public func waitForStop() -> StopReason { power.waitForStop() }
+    /// If the guest halts for good on the way (`HaltWatch`), `halted` is called, once.
+    public func waitForStop(halted: () -> Void = {}) -> StopReason {
+        while true {
+            if let reason = power.waitForStop(timeoutNanoseconds: 1_000_000_000) { return reason }
+            if power.shutdownAnnounced, !gate.isPaused, halts.look(kick: { kickVCPUs() }) { halted() }
+        }
+    }
 
     /// Asks the machine to stop for `reason` (the first reason reported wins).
     public func requestStop(_ reason: StopReason) { power.requestStop(reason) }
@@ -140,6 +146,12 @@ extension Machine {
         events.removeAllHandlers()
         fsEvents?.removeAllHandlers()
         for network in networks { network.setTapReadableHandler { _ in } }
+    }
+
+    /// Sends every vCPU out of KVM_RUN once; they go back in unless something asked them to stop.
+    func kickVCPUs() {
+        for vcpu in vcpus { vcpu.requestExit() }
+        for thread in threads.withLock({ $0.vcpus }) { thread.kick() }
     }
 
     /// Makes every thread reach its checkpoint: the vCPUs leave KVM_RUN, the I/O thread leaves

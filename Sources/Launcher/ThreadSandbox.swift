@@ -33,11 +33,12 @@ public enum ThreadSandbox {
         _ = lg_set_malloc_trim_threshold(1 << 30)
     }
 
-    /// A vCPU thread: KVM_RUN on its own vCPU, and what the devices it drives ask for when the
-    /// guest touches their registers — the serial port's output and interrupt, a virtio
+    /// A vCPU thread: KVM_RUN on its own vCPU (and KVM_GET_MP_STATE, for the halt watch), and
+    /// what the devices it drives ask for when the guest touches their registers — the serial port's output and interrupt, a virtio
     /// device's activation and reset (TAP offloads, watching the TAP for input).
     public static func vcpu(descriptor: CInt, taps: [CInt], process: pid_t) -> SyscallFilter {
-        var ioctl: [[ArgumentCheck]] = [[.equalInt(0, descriptor), .equal(1, UInt64(LG_KVM_RUN))]]
+        var ioctl: [[ArgumentCheck]] = [[.equalInt(0, descriptor), .equal(1, UInt64(LG_KVM_RUN))],
+                                        [.equalInt(0, descriptor), .equal(1, UInt64(LG_KVM_GET_MP_STATE))]]
         for tap in taps { ioctl.append([.equalInt(0, tap), .equal(1, UInt64(LG_TUNSETOFFLOAD))]) }
         ioctl += restoreTerminal
         return SyscallFilter([

@@ -15,7 +15,8 @@ public final class ExitCounters: Sendable {
 }
 
 /// The vCPU loop: run the guest until it exits to us, do what the exit asks, repeat.
-func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl, gate: RunGate, exits: ExitCounters) {
+func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl, gate: RunGate, exits: ExitCounters,
+             halts: HaltWatch) {
     while true {
         // Before parking, enter once more with `immediate_exit` set: KVM finishes the port or
         // MMIO read we just answered (the value lands in the guest's register) and returns at
@@ -75,7 +76,9 @@ func runVCPU(_ vcpu: VCPU, ports: Bus, mmio: Bus, power: PowerControl, gate: Run
             }
             return
         case .interrupted:
-            continue // a kick: the checkpoint above says why
+            // A kick: the checkpoint above says why, or the halt watch asks.
+            halts.answerIfAsked(vcpu)
+            continue
         case let .unexpected(reason):
             exits.failures.add(1, ordering: .relaxed)
             power.requestStop(.failure("vCPU \(vcpu.id): unexpected KVM exit \(reason)"))

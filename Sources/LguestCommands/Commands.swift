@@ -264,6 +264,11 @@ func runToCompletion(sandboxed: Bool, paused: Bool = false, _ make: (ConsoleConn
     // Held until the process exits: if this thread let go of the machine last, its deinit would
     // close descriptors here, which this thread's filter does not allow.
     var machine: Machine?
+    let escape = Terminal.inputIsTerminal, pid = getpid()
+    vm.observeHalt {
+        printError("lguest: the guest halted its CPUs and will do nothing more; lguest waits: "
+                   + (escape ? "Ctrl-A x ends it" : "kill \(pid) ends it"))
+    }
     do {
         let signals = try PauseSignals.start()
         try vm.start(paused: paused)

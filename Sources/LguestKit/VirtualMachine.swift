@@ -49,6 +49,7 @@ public final class VirtualMachine: Sendable {
     /// called exactly once, by `observeState` or by `set`.
     private let watched = Mutex<(state: State, observers: [@Sendable (State) -> Void])>((.notStarted, []))
     private let stopped = StopSignal()
+    private let haltObservers = Mutex<[@Sendable () -> Void]>([])
     private let watcher = Mutex<MachineThread?>(nil)
 
     /// A VM that will boot `configuration`, its console connected as `console` says. Nothing
@@ -84,6 +85,12 @@ public final class VirtualMachine: Sendable {
         if case .stopped = now { handler(now) }
     }
 
+    /// Calls `handler` once, on the VM's own watcher thread, if the guest halts its CPUs for
+    /// good (`systemctl halt`): the VM stays running, as a halted PC stays on, until `stop()`.
+    public func observeHalt(_ handler: @escaping @Sendable () -> Void) {
+        haltObservers.withLock { $0.append(handler) }
+    }
+
     private func set(_ state: State) {
         let observers = watched.withLock { watched -> [@Sendable (State) -> Void] in
             watched.state = state
@@ -108,7 +115,9 @@ public final class VirtualMachine: Sendable {
         let stopped = self.stopped
         let thread = try MachineThread(name: "lguest-watch") { [self] in
             do throws(LaunchError) { try machine.confineWatcherThread() } catch { machine.requestStop(.failure(error.description)) }
-            let reason = machine.waitForStop()
+            let reason = machine.waitForStop(halted: {
+                for observer in self.haltObservers.withLock({ $0 }) { observer() }
+            })
             machine.shutdown()
             self.machine.withLock { $0 = nil }
             set(.stopped(reason))

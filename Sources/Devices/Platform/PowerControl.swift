@@ -1,3 +1,4 @@
+import HostSystem
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -55,6 +56,16 @@ public final class PowerControl: @unchecked Sendable {
     /// Whether the guest has announced a shutdown: a triple fault after that is how it chose to
     /// reset the machine (Linux's `reboot=t`), not a crash.
     public var shutdownAnnounced: Bool { announced.load(ordering: .acquiring) }
+
+    /// Like `waitForStop()`, but gives up after `timeoutNanoseconds`: nil then.
+    public func waitForStop(timeoutNanoseconds: Int) -> StopReason? {
+        var limit = deadline(afterNanoseconds: timeoutNanoseconds, clock: CLOCK_REALTIME)
+        while sem_timedwait(semaphore, &limit) != 0 {
+            if errno == ETIMEDOUT { return nil }
+        }
+        sem_post(semaphore) // leave it signalled for any other waiter
+        return reason.withLock { $0! }
+    }
 
     /// The reason, if one was reported.
     public var stopReason: StopReason? { reason.withLock { $0 } }
