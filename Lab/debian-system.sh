@@ -1,9 +1,10 @@
 # A Debian system for lguest to boot (sourced by lab.sh): Debian bookworm with systemd, udev,
 # the cloud kernel and initramfs-tools on an ext4 root image, built once by mmdebstrap from
 # Debian's packages and cached. Its own kernel and initrd (from its /boot) are kept beside it.
-# Its default target is multi-user.target, as a server's is. A unit in the image reports from
-# inside once the boot is over and then does what
-# lguest.action= on the kernel command line says (poweroff, reboot).
+# Its default target is multi-user.target, as a server's is. systemd-networkd gives its
+# Ethernet link 192.0.2.2/24 (the lab host is 192.0.2.1 on the TAP). A unit in the image
+# reports from inside once the boot is over and then does what lguest.action= on the kernel
+# command line says (poweroff, reboot, halt; anything else: nothing).
 
 DEBIAN_SYSTEM_PACKAGES="systemd-sysv udev linux-image-cloud-amd64 initramfs-tools iproute2"
 
@@ -30,9 +31,16 @@ echo "LGUEST-DEBIAN state=$state failed=$(systemctl --failed --no-legend | wc -l
 echo "LGUEST-DEBIAN-ROOT $(findmnt -n -o SOURCE,FSTYPE /)"
 systemd-analyze | sed 's/^/LGUEST-DEBIAN-ANALYZE /'
 ip -br addr | sed 's/^/LGUEST-DEBIAN-IP /'
+# The lab host, through the NIC networkd configured: its HTTP server's /probe (bash's /dev/tcp:
+# no HTTP client in the image).
+if ip -br link | grep -q '^e'; then
+    reply=$(timeout 20 bash -c 'exec 3<>/dev/tcp/192.0.2.1/8080 && printf "GET /probe HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>&1 | tail -n 1)
+    echo "LGUEST-DEBIAN-NET networkd=$(networkctl list --no-legend 2>/dev/null | awk '$3 == "ether" { print $2 "=" $4 "/" $5 }' | head -n 1) reply=$reply"
+fi
 case " $(cat /proc/cmdline) " in
 *" lguest.action=poweroff "*) systemctl poweroff ;;
 *" lguest.action=reboot "*) systemctl reboot ;;
+*" lguest.action=halt "*) systemctl halt ;;
 esac
 REPORT
 }
@@ -54,6 +62,9 @@ build_debian_system() {
         --customize-hook='printf "[Unit]\nDescription=lguest lab report\n[Service]\nType=oneshot\nExecStart=/usr/bin/systemd-run --on-active=1 /usr/local/bin/lguest-report\n[Install]\nWantedBy=multi-user.target\n" >"$1/etc/systemd/system/lguest-report.service"' \
         --customize-hook='chroot "$1" systemctl enable lguest-report.service' \
         --customize-hook='chroot "$1" systemctl set-default multi-user.target' \
+        --customize-hook='printf "[Match]\nType=ether\n[Network]\nAddress=192.0.2.2/24\n" >"$1/etc/systemd/network/10-lab.network"' \
+        --customize-hook='chroot "$1" systemctl enable systemd-networkd.service' \
+        --customize-hook='chroot "$1" systemctl mask systemd-networkd-wait-online.service' \
         --customize-hook='echo lguest-debian >"$1/etc/hostname"; echo "/dev/vda / ext4 rw 0 1" >"$1/etc/fstab"' \
         --customize-hook='chroot "$1" passwd -d root' \
         "$L2_DISK_SUITE" "$root" >&2 || { rm -rf "$DEBIAN_SYSTEM"; die "mmdebstrap failed"; }
