@@ -60,9 +60,11 @@ let package = Package(
             .product(name: "NIOHTTP1", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // `lguest jail`: a VM's own root, namespaces, cgroup and user, then lguest in them.
+        .target(name: "Jailer", dependencies: ["CKVM"]),
         // The command-line tool's commands: arguments in, a checked `VMConfiguration` out.
         .target(name: "LguestCommands", dependencies: [
-            "Api", "LguestKit", "Launcher", "Devices",
+            "Api", "LguestKit", "Launcher", "Devices", "Jailer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // The command-line tool.

@@ -6,6 +6,7 @@
 #include <malloc.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <signal.h>
 #include <string.h>
 #include <unistd.h>
@@ -129,3 +130,22 @@ __attribute__((constructor)) static void lg_save_arguments(int argc, char **argv
 
 int lg_argc(void) { return lg_saved_argc; }
 char **lg_argv(void) { return lg_saved_argv; }
+
+// The jailer's calls that glibc does not wrap (or wraps variadically).
+int lg_pivot_root(const char *new_root, const char *put_old) {
+    long r = syscall(SYS_pivot_root, new_root, put_old);
+    return r < 0 ? -errno : 0;
+}
+
+int lg_close_range(unsigned int first, unsigned int last) {
+    long r = syscall(SYS_close_range, first, last, 0);
+    return r < 0 ? -errno : 0;
+}
+
+pid_t lg_fork(void) {
+    pid_t r = fork();
+    return r < 0 ? -errno : r;
+}
+
+int lg_unshare(int flags) { return unshare(flags) < 0 ? -errno : 0; }
+int lg_setns(int fd, int type) { return setns(fd, type) < 0 ? -errno : 0; }

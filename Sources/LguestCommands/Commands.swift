@@ -19,6 +19,7 @@ public struct Lguest: ParsableCommand {
             lguest [--initrd=FILE] [--block=FILE] [--tunnet=IP] [--rng] [--no-sandbox] MEM_MB KERNEL [KERNEL ARGS...]
               lguest run --kernel FILE [--initrd FILE] [--cmdline "..."] [--memory MiB] [--cpus N]
               lguest restore --snapshot STATE --memory-file MEM [--resume]
+              lguest jail --id ID --uid UID --gid GID [--cgroup FILE=VALUE]... -- LGUEST-ARGS...
             """,
         discussion: """
             Exit status: 0 when the guest powers off or reboots, 1 when the VM fails (triple fault, \
@@ -27,7 +28,7 @@ public struct Lguest: ParsableCommand {
             console, Ctrl-A x quits; kill -TSTP pauses the VM and kill -CONT resumes it.
             """,
         version: "lguest (serving Firecracker's API v\(Controller.firecrackerVersion))",
-        subcommands: [Classic.self, Run.self, RestoreCommand.self],
+        subcommands: [Classic.self, Run.self, RestoreCommand.self, JailCommand.self],
         defaultSubcommand: Classic.self)
 
     public init() {}

@@ -105,6 +105,8 @@ public struct FirecrackerOptions: Equatable, Sendable {
     public static func applies(programName name: String, arguments: [String]) -> Bool {
         let base = name.split(separator: "/").last.map(String.init) ?? name
         if base == "firecracker" { return true }
+        // A subcommand's options are its own (`lguest jail --id …` is not Firecracker's --id).
+        if let first = arguments.first, ["run", "restore", "jail"].contains(first) { return false }
         return arguments.contains { argument in
             flags.contains(String(argument.split(separator: "=", maxSplits: 1).first ?? ""))
         }

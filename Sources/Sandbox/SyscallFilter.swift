@@ -21,9 +21,12 @@ public struct SyscallFilter: Sendable {
     /// The syscall names this filter allows, in rule order (for documentation and messages).
     public var allowedNames: [String] { rules.map(\.syscall.name) }
 
-    /// Installs the filter on the calling thread, for the rest of its life.
-    /// Needs no_new_privs (or CAP_SYS_ADMIN) first; see `Privileges.forbidNewPrivileges()`.
+    /// Installs the filter on the calling thread, for the rest of its life. Sets the thread's
+    /// no_new_privs first: without it only CAP_SYS_ADMIN may install a filter, and a thread
+    /// started before the main thread set it (they inherit it only when created after) would
+    /// fail to confine itself in an lguest run by an ordinary user (`lguest jail`, say).
     public func install() throws(SandboxError) {
+        try Privileges.forbidNewPrivileges()
         var instructions = program()
         let result = instructions.withUnsafeMutableBufferPointer { buffer in
             // Safe: the kernel copies the program during the call; `buffer` outlives it.

@@ -9,6 +9,7 @@
 
 #include <stdint.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <linux/kvm.h>
 #include <linux/if_tun.h>
 #include <linux/seccomp.h>
@@ -163,6 +164,16 @@ int lg_fallocate(int fd, int mode, long long offset, long long length);
 /// accept4(2) without the peer's address, which <sys/socket.h> declares only under
 /// _GNU_SOURCE. Returns the new descriptor or -errno.
 int lg_accept4(int fd, int flags);
+/* The jailer: pivot_root(2), close_range(2), fork(2); each returns the result or -errno. */
+int lg_pivot_root(const char *new_root, const char *put_old);
+int lg_close_range(unsigned int first, unsigned int last);
+pid_t lg_fork(void);
+/* unshare(2) and setns(2), which glibc declares only for _GNU_SOURCE; the namespaces they take. */
+int lg_unshare(int flags);
+int lg_setns(int fd, int type);
+static const int LG_CLONE_NEWNS = 0x00020000;
+static const int LG_CLONE_NEWPID = 0x20000000;
+static const int LG_CLONE_NEWNET = 0x40000000;
 /// mallopt(M_TRIM_THRESHOLD, bytes): glibc's <malloc.h>, which Swift's Glibc module leaves out.
 int lg_set_malloc_trim_threshold(int bytes);
 
