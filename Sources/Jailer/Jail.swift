@@ -249,10 +249,21 @@ public enum Jail {
     }
 
     /// `pivot_root` into `root`; the old root is detached and its mount point removed.
+    ///
+    /// A host running from its initramfs cannot pivot away from it (EINVAL: the initial rootfs
+    /// is never unmounted). There, as container runtimes do, the jail is moved over `/` and
+    /// chrooted into: the host's root stays beneath it, out of reach of a process that, like the
+    /// jailed lguest, has no capabilities.
     static func enter(_ root: String) throws(JailError) {
         guard chdir(root) == 0 else { throw .failed("cannot enter \(root): \(errorText())") }
         if mkdir("old_root", 0o700) != 0, errno != EEXIST { throw .failed("cannot make \(root)/old_root: \(errorText())") }
         let pivoted = lg_pivot_root(".", "old_root")
+        if pivoted == -EINVAL {
+            rmdir("old_root")
+            try mountOrFail(root, "/", flags: UInt(CKVM.MS_MOVE), what: "move the jail over /")
+            guard chroot(".") == 0, chdir("/") == 0 else { throw .failed("cannot chroot into \(root): \(errorText())") }
+            return
+        }
         guard pivoted == 0 else { throw .failed("cannot pivot_root into \(root): \(String(cString: strerror(-pivoted)))") }
         guard chdir("/") == 0, umount2("/old_root", CInt(MNT_DETACH)) == 0 else { throw .failed("cannot detach the old root: \(errorText())") }
         rmdir("/old_root")
