@@ -35,7 +35,10 @@ ip -br addr | sed 's/^/LGUEST-DEBIAN-IP /'
 # no HTTP client in the image).
 if ip -br link | grep -q '^e'; then
     reply=$(timeout 20 bash -c 'exec 3<>/dev/tcp/192.0.2.1/8080 && printf "GET /probe HTTP/1.0\r\n\r\n" >&3 && cat <&3' 2>&1 | tail -n 1)
-    echo "LGUEST-DEBIAN-NET networkd=$(networkctl list --no-legend 2>/dev/null | awk '$3 == "ether" { print $2 "=" $4 "/" $5 }' | head -n 1) reply=$reply"
+    # networkd's own record of the link: /run/systemd/netif/links/IFINDEX.
+    link=$(ip -br link | awk '$1 ~ /^e/ { print $1; exit }')
+    state=$(awk -F= '$1 == "OPER_STATE" { o = $2 } $1 == "ADMIN_STATE" { a = $2 } END { print o "/" a }' "/run/systemd/netif/links/$(cat "/sys/class/net/$link/ifindex")" 2>/dev/null)
+    echo "LGUEST-DEBIAN-NET networkd=$(systemctl is-active systemd-networkd) link=$link=$state reply=$reply"
 fi
 case " $(cat /proc/cmdline) " in
 *" lguest.action=poweroff "*) systemctl poweroff ;;
@@ -62,7 +65,7 @@ build_debian_system() {
         --customize-hook='printf "[Unit]\nDescription=lguest lab report\n[Service]\nType=oneshot\nExecStart=/usr/bin/systemd-run --on-active=1 /usr/local/bin/lguest-report\n[Install]\nWantedBy=multi-user.target\n" >"$1/etc/systemd/system/lguest-report.service"' \
         --customize-hook='chroot "$1" systemctl enable lguest-report.service' \
         --customize-hook='chroot "$1" systemctl set-default multi-user.target' \
-        --customize-hook='printf "[Match]\nType=ether\n[Network]\nAddress=192.0.2.2/24\n" >"$1/etc/systemd/network/10-lab.network"' \
+        --customize-hook='printf "[Match]\nType=ether\n[Network]\nAddress=192.0.2.2/24\nLinkLocalAddressing=no\nIPv6AcceptRA=no\n" >"$1/etc/systemd/network/10-lab.network"' \
         --customize-hook='chroot "$1" systemctl enable systemd-networkd.service' \
         --customize-hook='chroot "$1" systemctl mask systemd-networkd-wait-online.service' \
         --customize-hook='echo lguest-debian >"$1/etc/hostname"; echo "/dev/vda / ext4 rw 0 1" >"$1/etc/fstab"' \

@@ -323,13 +323,16 @@ hash_of() { sha256sum | cut -c1-16; }
 
 # The guest's own tools beside busybox: /bin/outb (Lab/guest/outb.c) writes an I/O port, for
 # the boot timer and the power registers; /bin/vsock-duplex (Lab/guest/vsock-duplex.c) streams
-# through a vsock echo in both directions at once.
+# through a vsock echo in both directions at once; /bin/mmio-attack (Lab/guest/mmio-attack.c) is
+# the hostile-guest scenario's attacker.
 add_guest_tools() { # STAGE
     command -v gcc >/dev/null || die "gcc not found: run Lab/$PROG setup"
     gcc -static -nostdlib -Os -fno-stack-protector -fno-pie -no-pie -fcf-protection=none \
         -o "$1/bin/outb" "$LAB_DIR/guest/outb.c" || die "cannot build $LAB_DIR/guest/outb.c"
     gcc -static -O2 -o "$1/bin/vsock-duplex" "$LAB_DIR/guest/vsock-duplex.c" ||
         die "cannot build $LAB_DIR/guest/vsock-duplex.c"
+    gcc -static -O2 -o "$1/bin/mmio-attack" "$LAB_DIR/guest/mmio-attack.c" ||
+        die "cannot build $LAB_DIR/guest/mmio-attack.c"
 }
 
 # A guest (L3) initramfs. Cached by content.
@@ -340,7 +343,7 @@ build_guest_initramfs() { # INIT OUT MODULES
         echo "$KVER $modules"
         cat "$init"
         declare -f add_busybox add_modules add_guest_tools pack
-        cat "$LAB_DIR/guest/outb.c" "$LAB_DIR/guest/vsock-duplex.c"
+        cat "$LAB_DIR/guest/outb.c" "$LAB_DIR/guest/vsock-duplex.c" "$LAB_DIR/guest/mmio-attack.c"
         sha256sum /bin/busybox
         for t in "${GUEST_TOOLS[@]}"; do sha256sum "$(command -v "$t")"; done
     } | hash_of)

@@ -69,6 +69,21 @@ lab_stalled() {
     [ "$(grep -c 'rcu_[a-z]* detected stalls' "$1")" -ge 2 ]
 }
 
+# lab_watch NAME CONSOLE PID &
+# For a VMM a scenario runs in the background with its console in the file CONSOLE: while PID
+# lives, does what lab_run's watchdog does (LAB-STALL NAME ..., then kills PID) if the guest wedges.
+lab_watch() {
+    while kill -0 "$3" 2>/dev/null; do
+        sleep 1
+        if lab_stalled "$2"; then
+            echo
+            lab_stall_report "$1"
+            kill "$3" 2>/dev/null
+            return 0
+        fi
+    done
+}
+
 # lab_run NAME COMMAND [ARG...]
 # Runs COMMAND, its stdout (the guest's console) going to ours and its stderr to a file, killed
 # after LAB_RUN_TIMEOUT seconds, between markers that name the run:

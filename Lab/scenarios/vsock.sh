@@ -49,6 +49,7 @@ timeout -k 5 "$LAB_RUN_TIMEOUT" ${LAB_VSOCK_WRAP:-} "$LGUEST" run --kernel "$GUE
     --cmdline "console=ttyS0 panic=1 quiet${LAB_VSOCK_BENCH:+ lguest.vsock-bench=$LAB_VSOCK_BENCH}" --vsock "cid=3,uds=$SOCK" --net tap=lgvs0 ${LAB_VSOCK_EXTRA:-} \
     >"$CONSOLE" 2>"$LAB_TMP/vsock.err" &
 pid=$!
+lab_watch vsock "$CONSOLE" "$pid" &
 # console_has TEXT: the guest printed TEXT, or lguest is gone (so waiting is over either way).
 console_has() { grep -q "$1" "$CONSOLE" || ! kill -0 "$pid" 2>/dev/null; }
 waitfor "$LAB_RUN_TIMEOUT" console_has "LGUEST-VSOCK ready" || echo "LAB-VSOCK-ERROR the guest never said ready"

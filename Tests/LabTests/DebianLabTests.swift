@@ -44,16 +44,20 @@ struct DebianLabTests {
     func network() async throws {
         let run = try await DebianScenario.run("debian-poweroff")
         let fields = markerFields(Substring(Self.value(run, "LGUEST-DEBIAN-NET ") ?? ""))
-        #expect(fields["networkd"]?.hasSuffix("=routable/configured") == true, "\(run.context)")
+        #expect(fields["networkd"] == "active" && fields["link"]?.hasSuffix("=routable/configured") == true, "\(run.context)")
         #expect(fields["reply"] == "lab-host-reached", "\(run.context)")
     }
 
     @Test("a root login typed at the serial console from the lab host gets a shell on ttyS0")
     func serialLogin() async throws {
         let run = try await DebianScenario.run("debian-login")
-        // The command's output, not its echo (which follows the prompt on its line).
-        let output = run.lines.first { $0.hasPrefix("LGUEST-LOGIN ") } ?? ""
-        let fields = markerFields(output.dropFirst("LGUEST-LOGIN ".count))
+        // The command's output, not its echo (where "uid=" is followed by "$(id -u)"); bash may
+        // put a terminal escape in front of it.
+        let output = run.lines.lazy.compactMap { line -> Substring? in
+            guard let r = line.range(of: "LGUEST-LOGIN uid="), line[r.upperBound...].first?.isNumber == true else { return nil }
+            return line[line.index(r.upperBound, offsetBy: -"uid=".count)...]
+        }.first ?? ""
+        let fields = markerFields(output)
         #expect(fields["uid"] == "0" && fields["tty"] == "/dev/ttyS0" && fields["host"] == "lguest-debian", "\(run.context)")
     }
 

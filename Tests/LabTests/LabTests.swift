@@ -257,18 +257,29 @@ final class LabScenario: Sendable {
             await LabSlots.shared.acquire(slots)
             var result = await Self.runScenario(name: name, guestInit: guestInit, extraArguments: extraArguments)
             // A guest that wedged beneath lguest (every vCPU thread inside KVM_RUN: the nested
-            // virtualization lost it) is not lguest's failure: the scenario runs once more, and
-            // its first log is kept. A wedge inside lguest (beneath=no) fails as it is.
-            if case let .success(lines) = result, lines.contains(where: { $0.contains("LAB-STALL ") && $0.contains("beneath=yes") }) {
+            // virtualization lost it), or whose CPU faulted to death, is run once more, and the
+            // first log is kept: the lab's emulated SVM does that now and then to guests lguest
+            // has nothing to do with at that moment. A wedge inside lguest (beneath=no) fails as it is.
+            if case let .success(lines) = result, let why = Self.emulationFailure(lines) {
                 let kept = Self.logDirectory.appendingPathComponent("\(name)-serial.wedged.log")
                 try? FileManager.default.removeItem(at: kept)
                 try? FileManager.default.copyItem(at: Self.serialLog(name), to: kept)
-                Self.note("\(name): a guest wedged beneath lguest (LAB-STALL beneath=yes, log kept in \(kept.path)): running the scenario once more")
+                Self.note("\(name): \(why) (log kept in \(kept.path)): running the scenario once more")
                 result = await Self.runScenario(name: name, guestInit: guestInit, extraArguments: extraArguments)
             }
             await LabSlots.shared.release(slots)
             return result
         }
+    }
+
+    /// Why a scenario's log looks like the nested virtualization failed a guest, if it does: a
+    /// wedge beneath lguest (LAB-STALL beneath=yes), a guest that triple-faulted, a kernel that
+    /// reported a double fault.
+    static func emulationFailure(_ lines: [String]) -> String? {
+        if lines.contains(where: { $0.contains("LAB-STALL ") && $0.contains("beneath=yes") }) { return "a guest wedged beneath lguest" }
+        if let line = lines.first(where: { $0.contains("LAB-STDERR ") && $0.contains("triple-faulted") }) { return "a guest triple-faulted: \(line)" }
+        if lines.contains(where: { $0.contains("traps: double fault") || $0.contains("PANIC: double fault") }) { return "a guest kernel reported a double fault" }
+        return nil
     }
 
     /// The run `name` of this scenario.
