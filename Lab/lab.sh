@@ -480,6 +480,9 @@ if [ "$(cat /lab/etc/mode)" = interactive ]; then
     # stdin in raw mode and job control works in the guest's shell.
     (exec setsid cttyhack /lab/scenario.sh)
 else
+    # L2's own messages would land in the middle of the guests' console lines: warnings and
+    # worse only.
+    dmesg -n 5
     /lab/scenario.sh </dev/null
 fi
 echo "LAB-DONE status=$? uptime=$(up)"

@@ -10,6 +10,11 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev 2>/dev/null
+load-modules
+for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    [ -b /dev/vda ] && [ -b /dev/vdb ] && break
+    sleep 0.2
+done
 arg() { sed -n "s/.*lguest\\.$1=\\([^ ]*\\).*/\\1/p" /proc/cmdline; }
 virtio_of_block() { basename "$(readlink -f "/sys/block/$1/device")"; }
 virtio_of_type() { # DEVICE-ID (0x0004 for rng)
@@ -41,6 +46,10 @@ sed 's/^/LGUEST-HOSTILE /' /tmp/attack.out
 
 # What the attack did not touch still works: the control disk, written and read back.
 yes "control disk pattern" | head -c 1048576 >/tmp/pattern
+if [ ! -b /dev/vdb ]; then
+    echo "LGUEST-HOSTILE attack-rc=$rc control-disk=missing"
+    poweroff -f
+fi
 dd if=/tmp/pattern of=/dev/vdb bs=65536 conv=fsync 2>/dev/null
 echo 3 >/proc/sys/vm/drop_caches
 want=$(sha256sum </tmp/pattern | cut -d' ' -f1)

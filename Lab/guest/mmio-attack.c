@@ -156,7 +156,8 @@ static void traffic(int n)
     struct queue *qu = &queues[n][q];
     if (!qu->size) return;
     random_descriptors(qu->desc, qu->size < 1024 ? qu->size : 1024);
-    if (qu->avail >= scratch_base && qu->avail + 2 * 1024 + 8 <= scratch_base + scratch_size) {
+    /* Only an avail ring in scratch is ours to fill (written so that no address wraps). */
+    if (qu->avail >= scratch_base && qu->avail - scratch_base <= scratch_size - (2 * 1024 + 8)) {
         volatile uint8_t *a = scratch + (qu->avail - scratch_base);
         unsigned add = (unsigned)(below(8) ? below(qu->size + 1) : below(65536));
         for (unsigned i = 0; i < add && i < 1024; i++)

@@ -274,11 +274,16 @@ final class LabScenario: Sendable {
 
     /// Why a scenario's log looks like the nested virtualization failed a guest, if it does: a
     /// wedge beneath lguest (LAB-STALL beneath=yes), a guest that triple-faulted, a kernel that
-    /// reported a double fault.
+    /// reported a double fault, a lab host that panicked before the scenario was done.
     static func emulationFailure(_ lines: [String]) -> String? {
         if lines.contains(where: { $0.contains("LAB-STALL ") && $0.contains("beneath=yes") }) { return "a guest wedged beneath lguest" }
         if let line = lines.first(where: { $0.contains("LAB-STDERR ") && $0.contains("triple-faulted") }) { return "a guest triple-faulted: \(line)" }
         if lines.contains(where: { $0.contains("traps: double fault") || $0.contains("PANIC: double fault") }) { return "a guest kernel reported a double fault" }
+        // The lab host's own kernel died (its KVM on the emulated SVM has overflowed its stack):
+        // the scenario never finished.
+        if !lines.contains(where: { $0.contains("LAB-DONE") }), lines.contains(where: { $0.contains("Kernel panic - not syncing") }) {
+            return "the lab host's kernel panicked"
+        }
         return nil
     }
 
