@@ -94,8 +94,20 @@ lab_watch() {
 #   LAB-END NAME seconds=ELAPSED
 # Sets LAB_STATUS to the status. stdin goes to COMMAND as it is.
 lab_run() {
+    lab_run_once "$@"
+    # The emulated SVM beneath the lab fails a guest now and then (Lab/README.md, "The tests"):
+    # a guest that triple-faulted or wedged beneath lguest gets one more run, after the first's
+    # markers. Tests read a run's last attempt.
+    if grep -q "triple-faulted" "$LAB_TMP/$1.err" 2>/dev/null || grep -q "beneath=yes" "$LAB_TMP/$1.threads.verdict" 2>/dev/null; then
+        echo "LAB-RERUN $1 the guest failed beneath lguest; running it once more"
+        lab_run_once "$@"
+    fi
+}
+
+lab_run_once() {
     _name=$1
     shift
+    rm -f "$LAB_TMP/$_name.threads.verdict"
     _start=$(lab_uptime)
     echo "LAB-BEGIN $_name uptime=$_start"
     echo "LAB-COMMAND $_name $*"
@@ -118,7 +130,7 @@ lab_run() {
         if [ "$_stalled" = no ] && [ ! -e "$LAB_TMP/$_name.status" ] && lab_stalled "$_out"; then
             _stalled=yes
             echo
-            lab_stall_report "$_name"
+            lab_stall_report "$_name" | tee "$LAB_TMP/$_name.threads.verdict"
             kill "$(cat "$LAB_TMP/$_name.pid")" 2>/dev/null
         fi
     done

@@ -37,7 +37,7 @@ public enum Jail {
 
         let root = spec.rootDirectory
         try makeDirectories(root)
-        try copy(from: "/proc/self/exe", to: "\(root)/\(JailSpecification.execName)", mode: 0o755, owner: nil)
+        try copy(from: spec.execFile ?? "/proc/self/exe", to: "\(root)/\(spec.execName)", mode: 0o755, owner: nil)
         for item in files.items {
             let target = root + item.target
             switch item.placement {
@@ -110,7 +110,7 @@ public enum Jail {
         let child = lg_fork()
         guard child >= 0 else { throw .failed("cannot fork: \(String(cString: strerror(-child)))") }
         if child == 0 { runInit(spec, arguments: files.arguments, devNull: devNull, signals: signals) }
-        writePidFile(lguestPid(under: child, hostProc: hostProc) ?? child)
+        writePidFile(lguestPid(under: child, hostProc: hostProc) ?? child, name: spec.execName)
         if hostProc >= 0 { close(hostProc) }
         if spec.daemonize { exit(0) }
         do throws(JailError) { try dropPrivileges(spec) } catch {
@@ -148,7 +148,7 @@ public enum Jail {
         }
         if lguest == 0 {
             sigprocmask(SIG_UNBLOCK, &signals, nil)
-            exec("/\(JailSpecification.execName)", arguments)
+            exec("/\(spec.execName)", arguments)
         }
         waitForChild(lguest, signals: signals)
     }
@@ -285,8 +285,8 @@ public enum Jail {
         _exit(1)
     }
 
-    static func writePidFile(_ pid: pid_t) {
-        let fd = open("/\(JailSpecification.execName).pid", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+    static func writePidFile(_ pid: pid_t, name: String) {
+        let fd = open("/\(name).pid", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { return }
         let text = Array("\(pid)\n".utf8)
         _ = text.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }

@@ -16,20 +16,25 @@ public struct JailSpecification: Equatable, Sendable {
     public var fileLimit: UInt64
     public var fileSizeLimit: UInt64?
     public var daemonize: Bool
+    /// The program jailed: nil for this lguest itself; Firecracker's jailer's `--exec-file`.
+    public var execFile: String?
+    /// The name it has in the jail (`/NAME`), of the jail's directory under the base, of its
+    /// pid file and of the default parent cgroup: `lguest`, or the exec file's own name.
+    public var execName: String { execFile.map { String($0.split(separator: "/").last ?? "lguest") } ?? Self.ownName }
 
     public static let defaultChrootBase = "/srv/jailer"
     /// Firecracker's default for `no-file`.
     public static let defaultFileLimit: UInt64 = 2048
-    /// The name of the jail's directory under the base, of the copied binary and of the parent cgroup.
-    public static let execName = "lguest"
+    /// The name lguest jails itself under.
+    public static let ownName = "lguest"
 
     /// The cgroup v2 controllers whose files `--cgroup` may set.
     public static let controllers: Set<String> = ["cpu", "cpuset", "memory", "pids", "io", "hugetlb"]
 
     public init(id: String, uid: UInt32, gid: UInt32, chrootBase: String = defaultChrootBase,
                 networkNamespace: String? = nil, cgroups: [(key: String, value: String)] = [],
-                parentCgroup: String = execName, fileLimit: UInt64 = defaultFileLimit,
-                fileSizeLimit: UInt64? = nil, daemonize: Bool = false) {
+                parentCgroup: String = ownName, fileLimit: UInt64 = defaultFileLimit,
+                fileSizeLimit: UInt64? = nil, daemonize: Bool = false, execFile: String? = nil) {
         self.id = id
         self.uid = uid
         self.gid = gid
@@ -40,17 +45,18 @@ public struct JailSpecification: Equatable, Sendable {
         self.fileLimit = fileLimit
         self.fileSizeLimit = fileSizeLimit
         self.daemonize = daemonize
+        self.execFile = execFile
     }
 
     public static func == (a: Self, b: Self) -> Bool {
         a.id == b.id && a.uid == b.uid && a.gid == b.gid && a.chrootBase == b.chrootBase
             && a.networkNamespace == b.networkNamespace && a.cgroups.map { "\($0.key)=\($0.value)" } == b.cgroups.map { "\($0.key)=\($0.value)" }
             && a.parentCgroup == b.parentCgroup && a.fileLimit == b.fileLimit && a.fileSizeLimit == b.fileSizeLimit
-            && a.daemonize == b.daemonize
+            && a.daemonize == b.daemonize && a.execFile == b.execFile
     }
 
     /// `CHROOT_BASE/lguest/ID`: the jail's own directory, with `root` inside.
-    public var jailDirectory: String { "\(chrootBase)/\(Self.execName)/\(id)" }
+    public var jailDirectory: String { "\(chrootBase)/\(execName)/\(id)" }
     /// What lguest sees as `/`.
     public var rootDirectory: String { "\(jailDirectory)/root" }
     /// The VM's cgroup, relative to the cgroup v2 root.

@@ -41,7 +41,7 @@ public struct FirecrackerOptions: Equatable, Sendable {
         "--metadata": "lguest has no MMDS", "--mmds-size-limit": "lguest has no MMDS",
         "--enable-pci": "lguest has no PCI (its devices are virtio-mmio)",
         "--module": "lguest's log has no modules to filter",
-        "--snapshot-version": "lguest has no snapshots yet", "--describe-snapshot": "lguest has no snapshots yet",
+        "--snapshot-version": "lguest writes its own snapshot format (lguest restore, PUT /snapshot/create)", "--describe-snapshot": "lguest writes its own snapshot format (lguest restore reads it)",
     ]
 
     public struct ParseError: Error, Equatable, CustomStringConvertible {

@@ -36,7 +36,7 @@ struct JailCommand: ParsableCommand {
     var cgroup: [String] = []
 
     @Option(name: .customLong("parent-cgroup"), help: ArgumentHelp("The cgroup the VM's is made in (default lguest).", valueName: "PATH"))
-    var parentCgroup: String = JailSpecification.execName
+    var parentCgroup: String = JailSpecification.ownName
 
     @Option(name: .customLong("resource-limit"), help: ArgumentHelp("no-file=N and fsize=N, comma-separated or repeated (no-file defaults to 2048).", valueName: "RESOURCE=N"))
     var resourceLimit: [String] = []

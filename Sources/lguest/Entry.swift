@@ -15,6 +15,7 @@ enum Entry {
     static func main() {
         let all = processArguments
         let arguments = Array(all.dropFirst())
+        if (all.first ?? "").split(separator: "/").last == "jailer" { runFirecrackerJailer(arguments) }
         if FirecrackerOptions.applies(programName: all.first ?? "lguest", arguments: arguments) {
             runFirecracker(arguments)
         }

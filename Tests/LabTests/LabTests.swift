@@ -276,8 +276,20 @@ final class LabScenario: Sendable {
     /// wedge beneath lguest (LAB-STALL beneath=yes), a guest that triple-faulted, a kernel that
     /// reported a double fault, a lab host that panicked before the scenario was done.
     static func emulationFailure(_ lines: [String]) -> String? {
-        if lines.contains(where: { $0.contains("LAB-STALL ") && $0.contains("beneath=yes") }) { return "a guest wedged beneath lguest" }
-        if let line = lines.first(where: { $0.contains("LAB-STDERR ") && $0.contains("triple-faulted") }) { return "a guest triple-faulted: \(line)" }
+        // A failed attempt that lab_run ran again does not count: its run's last attempt does.
+        func inLastAttempt(_ index: Int, marker: String) -> Bool {
+            guard let r = lines[index].range(of: marker) else { return false }
+            let name = lines[index][r.upperBound...].prefix { $0 != " " }
+            return !lines[(index + 1)...].contains { $0.contains("LAB-BEGIN \(name) ") }
+        }
+        for (i, line) in lines.enumerated() {
+            if line.contains("LAB-STALL "), line.contains("beneath=yes"), inLastAttempt(i, marker: "LAB-STALL ") {
+                return "a guest wedged beneath lguest: \(line)"
+            }
+            if line.contains("LAB-STDERR "), line.contains("triple-faulted"), inLastAttempt(i, marker: "LAB-STDERR ") {
+                return "a guest triple-faulted: \(line)"
+            }
+        }
         if lines.contains(where: { $0.contains("traps: double fault") || $0.contains("PANIC: double fault") }) { return "a guest kernel reported a double fault" }
         // The lab host's own kernel died (its KVM on the emulated SVM has overflowed its stack):
         // the scenario never finished.
@@ -301,7 +313,8 @@ final class LabScenario: Sendable {
     static func labOutput(_ name: String) -> URL { logDirectory.appendingPathComponent("\(name)-lab.log") }
 
     static func parse(_ name: String, from lines: [String], serialLog: URL) throws -> GuestRun {
-        guard let begin = lines.firstIndex(where: { $0.contains("LAB-BEGIN \(name) ") }) else {
+        // The last attempt: lab_run runs a guest once more when the emulation failed it.
+        guard let begin = lines.lastIndex(where: { $0.contains("LAB-BEGIN \(name) ") }) else {
             throw LabFailure(description: "the scenario never started run \(name): see \(serialLog.path)")
         }
         let end = lines[begin...].firstIndex(where: { $0.contains("LAB-END \(name) ") }) ?? lines.count - 1

@@ -5,7 +5,7 @@ import Testing
 
 /// `lguest jail`: refusals as one line and exit 2, and a jailed lguest running a tiny guest on
 /// this host's /dev/kvm, looked at from outside while it runs.
-@Suite(.enabled(if: geteuid() == 0, "the jailer needs root"))
+@Suite(.serialized, .enabled(if: geteuid() == 0, "the jailer needs root"))
 struct JailTests {
     static func base() throws -> String {
         let path = try Tool.temporaryDirectory() + "/jails"
@@ -109,5 +109,72 @@ struct JailTests {
         let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(printed.contains("jailed guest"))
         #expect(kill(pid, 0) != 0, "the jailed lguest outlived the jailer")
+    }
+
+    @Test("installed as jailer, Firecracker's jailer's command line jails lguest as firecracker, its API socket inside the jail")
+    func firecrackerJailerCommandLine() throws {
+        let base = try Self.base()
+        let bin = try Tool.temporaryDirectory()
+        try FileManager.default.createSymbolicLink(atPath: "\(bin)/jailer", withDestinationPath: Tool.binary.path)
+        try FileManager.default.copyItem(atPath: Tool.binary.path, toPath: "\(bin)/firecracker")
+        let bad = Process()
+        bad.executableURL = URL(fileURLWithPath: "\(bin)/jailer")
+        bad.arguments = ["--id", "fc-1", "--exec-file", "\(bin)/firecracker", "--uid", "65534", "--gid", "65534",
+                         "--chroot-base-dir", base, "--cgroup", "pids.max=10", "--", "--api-sock", "/api.sock"]
+        let badErrors = Pipe()
+        bad.standardError = badErrors
+        try bad.run()
+        let refusal = String(decoding: badErrors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        bad.waitUntilExit()
+        #expect(bad.terminationStatus == 2 && refusal.contains("--cgroup-version 2"), "\(refusal)")
+
+        let jailer = Process()
+        jailer.executableURL = URL(fileURLWithPath: "\(bin)/jailer")
+        jailer.arguments = ["--id", "fc-1", "--exec-file", "\(bin)/firecracker", "--uid", "65534", "--gid", "65534",
+                            "--chroot-base-dir", base, "--cgroup-version", "2", "--", "--api-sock", "/api.sock"]
+        jailer.standardOutput = FileHandle.nullDevice
+        jailer.standardError = FileHandle.nullDevice
+        try jailer.run()
+        defer { if jailer.isRunning { jailer.terminate() } }
+        let root = "\(base)/firecracker/fc-1/root"
+        let deadline = Date().addingTimeInterval(20)
+        while Date() < deadline, !FileManager.default.fileExists(atPath: "\(root)/api.sock") { usleep(50_000) }
+        // The request by hand: Foundation reaps children one at a time here, and a curl Process
+        // started while the jailer runs would wait behind it.
+        let body = try Self.get("/", socket: "\(root)/api.sock")
+        #expect(body.contains("\"id\":\"fc-1\"") && body.contains("Not started"), "\(body)")
+        let pid = try #require(Int32(try String(contentsOfFile: "\(root)/firecracker.pid", encoding: .utf8)
+            .trimmingCharacters(in: .whitespacesAndNewlines)))
+        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/exe")
+        #expect(exe.hasSuffix("/firecracker"), "\(exe)")
+        kill(jailer.processIdentifier, SIGTERM)
+        jailer.waitUntilExit()
+        #expect(kill(pid, 0) != 0, "the jailed firecracker outlived the jailer")
+    }
+
+    /// `GET path` over the Unix socket at `socket`, HTTP/1.0; the whole answer.
+    static func get(_ path: String, socket: String) throws -> String {
+        let fd = Glibc.socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0)
+        defer { close(fd) }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { bytes in
+            for (i, byte) in socket.utf8.prefix(bytes.count - 1).enumerated() { bytes[i] = byte }
+        }
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        try #require(connected == 0, "cannot connect to \(socket)")
+        let request = Array("GET \(path) HTTP/1.0\r\nHost: localhost\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+        var answer: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { break }
+            answer += buffer.prefix(n)
+        }
+        return String(decoding: answer, as: UTF8.self)
     }
 }
