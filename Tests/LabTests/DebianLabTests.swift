@@ -3,19 +3,21 @@
 // root served from a block device of the lab host. A unit inside reports once systemd has
 // finished booting, then powers off or reboots through systemd.
 //
-// The image takes minutes to build from Debian's archive the first time (`Lab/lab.sh
-// debian-system`, cached after); LGUEST_LAB_DEBIAN=skip leaves these tests out.
+// They run when asked (LGUEST_LAB_DEBIAN=run; the image is built from Debian's archive the
+// first time and cached, `Lab/lab.sh debian-system`): in the lab, a Debian guest under lguest
+// has brought down the lab host itself (its KVM overflowed its kernel stack in one run, L2
+// reset in another; Lab/README.md), which no rerun makes dependable enough for every test run.
 import Foundation
 import Testing
 
 extension LabEnvironment {
     static var debianSystemReady: Bool {
-        enabled && runsInLab && environment["LGUEST_LAB_DEBIAN"] != "skip"
+        enabled && runsInLab && ["run", "build"].contains(environment["LGUEST_LAB_DEBIAN"] ?? "")
     }
 }
 
 @Suite(.enabled(if: LabEnvironment.debianSystemReady,
-                "the Debian system runs in the lab (LGUEST_LAB_DEBIAN=skip leaves it out)"))
+                "the Debian system runs when asked: LGUEST_LAB_DEBIAN=run (the lab host has crashed under it)"))
 struct DebianLabTests {
     /// The text after `marker` on the run's lines.
     static func value(_ run: GuestRun, _ marker: String) -> String? {
