@@ -87,7 +87,4 @@ status=$?
 echo
 cat "$CONSOLE"
 echo
-echo "LAB-RESULT api exit=$status"
-tail -n 20 "$LAB_TMP/api.err" | sed "s/^/LAB-STDERR-LINE api /"
-echo "LAB-STDERR api $(tail -n 1 "$LAB_TMP/api.err")"
-echo "LAB-END api seconds=$(awk -v a="$start" -v b="$(lab_uptime)" 'BEGIN { printf "%.1f", b - a }')"
+lab_report api "$status" "$LAB_TMP/api.err" "$start"

@@ -76,10 +76,7 @@ login_and_halt() {
     exec 5>&-
     cat "$CONSOLE"
     echo
-    echo "LAB-RESULT debian-login exit=$status"
-    tail -n 20 "$ERR" | sed "s/^/LAB-STDERR-LINE debian-login /"
-    echo "LAB-STDERR debian-login $(tail -n 1 "$ERR")"
-    echo "LAB-END debian-login seconds=$(awk -v a="$start" -v b="$(lab_uptime)" 'BEGIN { printf "%.1f", b - a }')"
+    lab_report debian-login "$status" "$ERR" "$start"
 }
 login_and_halt
 # As lab_run does: a guest the emulation failed gets one more run.

@@ -43,7 +43,4 @@ wait "$jailer"
 status=$?
 cat "$CONSOLE"
 echo
-echo "LAB-RESULT jail exit=$status"
-tail -n 20 "$LAB_TMP/jail.err" | sed "s/^/LAB-STDERR-LINE jail /"
-echo "LAB-STDERR jail $(tail -n 1 "$LAB_TMP/jail.err")"
-echo "LAB-END jail seconds=$(awk -v a="$start" -v b="$(lab_uptime)" 'BEGIN { printf "%.1f", b - a }')"
+lab_report jail "$status" "$LAB_TMP/jail.err" "$start"

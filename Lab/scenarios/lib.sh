@@ -147,9 +147,16 @@ lab_run_once() {
     fi
     # A VMM that stops mid-line leaves the guest's last line open: start the markers afresh.
     echo
-    echo "LAB-RESULT $_name exit=$LAB_STATUS"
-    tail -n 20 "$LAB_TMP/$_name.err" | sed "s/^/LAB-STDERR-LINE $_name /"
-    echo "LAB-STDERR $_name $(tail -n 1 "$LAB_TMP/$_name.err")"
-    echo "LAB-END $_name seconds=$_seconds"
+    lab_report "$_name" "$LAB_STATUS" "$LAB_TMP/$_name.err" "$_start"
     return 0
+}
+
+# lab_report NAME STATUS STDERR-FILE START-UPTIME
+# The markers that close a run (LAB-RESULT, LAB-STDERR-LINE..., LAB-STDERR, LAB-END, as lab_run
+# describes them), for lab_run and for scenarios that start a VMM in the background themselves.
+lab_report() {
+    echo "LAB-RESULT $1 exit=$2"
+    tail -n 20 "$3" | sed "s/^/LAB-STDERR-LINE $1 /"
+    echo "LAB-STDERR $1 $(tail -n 1 "$3")"
+    echo "LAB-END $1 seconds=$(awk -v a="$4" -v b="$(lab_uptime)" 'BEGIN { printf "%.1f", b - a }')"
 }
