@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import TestSupport
 import Testing
 
@@ -15,32 +14,13 @@ struct HaltTests {
     /// its standard error.
     func watch(_ code: [UInt8], cpus: Int, seconds: Double, until: String? = nil) throws -> (running: Bool, stderr: String) {
         let kernel = try Tool.temporaryFile(TinyGuest.elf(code), name: "tiny.elf")
-        let process = Process()
-        process.executableURL = Tool.binary
-        process.arguments = ["run", "--kernel", kernel, "--memory", "64", "--cpus", String(cpus)]
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        let errors = Pipe()
-        process.standardError = errors
-        let collected = Mutex(Data())
-        errors.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            collected.withLock { $0.append(data) }
-        }
-        try process.run()
-        let deadline = Date().addingTimeInterval(seconds)
-        func text() -> String { collected.withLock { String(decoding: $0, as: UTF8.self) } }
-        while Date() < deadline, process.isRunning {
-            if let until, text().contains(until) { break }
-            usleep(50_000)
-        }
+        let lguest = try RunningTool(["run", "--kernel", kernel, "--memory", "64", "--cpus", String(cpus)])
+        lguest.waitForStderr(containing: until, seconds: seconds)
         // A moment more: a second line, had lguest wanted to say it twice, would be here by now.
         if until != nil { usleep(2_500_000) }
-        let running = process.isRunning
-        if running { kill(process.processIdentifier, SIGTERM) }
-        process.waitUntilExit()
-        errors.fileHandleForReading.readabilityHandler = nil
-        return (running, text())
+        let running = lguest.process.isRunning
+        lguest.terminateAndWait()
+        return (running, lguest.stderr)
     }
 
     @Test("after \\_TTS(5), every vCPU halted with interrupts off: lguest waits, and says so once",

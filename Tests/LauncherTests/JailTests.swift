@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import TestSupport
 import Testing
 
@@ -55,28 +54,15 @@ struct JailTests {
         let disk = try Tool.temporaryFile([UInt8](repeating: 7, count: 1 << 20), name: "disk.img")
         chown(disk, 65534, 65534)
         let share = try Tool.temporaryDirectory()
-        let process = Process()
-        process.executableURL = Tool.binary
-        process.arguments = ["jail", "--id", "jailed-1", "--uid", "65534", "--gid", "65534", "--chroot-base-dir", base,
-                             "--resource-limit", "no-file=512",
-                             "--", "run", "--kernel", kernel, "--memory", "64", "--disk", disk, "--share", "\(share),tag=work,readonly"]
-        process.standardInput = FileHandle.nullDevice
-        let output = Pipe(), errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        let collected = Mutex(Data())
-        errors.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            collected.withLock { $0.append(data) }
-        }
-        try process.run()
-        defer { if process.isRunning { process.terminate() } }
-        let deadline = Date().addingTimeInterval(20)
-        func stderr() -> String { collected.withLock { String(decoding: $0, as: UTF8.self) } }
-        while Date() < deadline, process.isRunning, !stderr().contains("halted") { usleep(50_000) }
+        let output = Pipe()
+        let jailer = try RunningTool(["jail", "--id", "jailed-1", "--uid", "65534", "--gid", "65534", "--chroot-base-dir", base,
+                                      "--resource-limit", "no-file=512",
+                                      "--", "run", "--kernel", kernel, "--memory", "64", "--disk", disk, "--share", "\(share),tag=work,readonly"],
+                                     output: output)
+        jailer.waitForStderr(containing: "halted", seconds: 20)
         let root = "\(base)/lguest/jailed-1/root"
         let pidText = try String(contentsOfFile: "\(root)/lguest.pid", encoding: .utf8)
-        let pid = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)), "\(stderr())")
+        let pid = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)), "\(jailer.stderr)")
 
         let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         let ids = status.split(separator: "\n").filter { $0.hasPrefix("Uid:") || $0.hasPrefix("Gid:") }
@@ -103,9 +89,7 @@ struct JailTests {
         }
         #expect(open.contains { $0.hasSuffix((disk as NSString).lastPathComponent) }, "\(open)")
 
-        kill(process.processIdentifier, SIGTERM)
-        process.waitUntilExit()
-        errors.fileHandleForReading.readabilityHandler = nil
+        jailer.terminateAndWait()
         let printed = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         #expect(printed.contains("jailed guest"))
         #expect(kill(pid, 0) != 0, "the jailed lguest outlived the jailer")
