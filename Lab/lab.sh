@@ -53,9 +53,10 @@ commands:
       L2's /lab/bin; --guest-tool copies one into each guest initramfs's /bin, and
       --guest-modules adds kernel modules to the guest's. --with-l2-disk gives L2 the Debian userland of 'l2-disk' (built if need be).
       Exits 0 when the scenario finished (LAB-DONE), 1 when the lab failed, 124 on timeout
-      (default ${DEFAULT_TIMEOUT:-900} s). --with-debian-system gives L2 the image of
-      'debian-system' as its last disk, and its kernel and initrd as debian-vmlinuz and
-      debian-initrd.img in LAB_FILES.
+      (default ${DEFAULT_TIMEOUT:-900} s), 3 when the emulator froze (no heartbeat from the
+      lab host for LAB_FROZEN_AFTER s, default 120; LAB-HOST-FROZEN in the log).
+      --with-debian-system gives L2 the image of 'debian-system' as its last disk, and its
+      kernel and initrd as debian-vmlinuz and debian-initrd.img in LAB_FILES.
 
   l2-disk [--check]
       Build the lab host's disk once: Debian $L2_DISK_SUITE with $L2_DISK_PACKAGES
@@ -82,6 +83,8 @@ environment:
 EOF
 }
 DEFAULT_TIMEOUT=900
+# Seconds without a heartbeat from the lab host after which lab.sh run takes QEMU for frozen.
+FROZEN_AFTER=${LAB_FROZEN_AFTER:-120}
 # shellcheck source=l2-disk.sh
 . "$LAB_DIR/l2-disk.sh"
 # shellcheck source=debian-system.sh
@@ -472,6 +475,11 @@ export LGUEST=/lab/bin/lguest GUEST_KERNEL=/lab/guest/vmlinuz LAB_FILES=/lab/fil
 export HOME=/root TERM=${TERM:-linux}
 [ -r /lab/etc/env ] && . /lab/etc/env
 chmod 755 /lab/scenario.sh
+# A heartbeat on the second serial port, which lab.sh run watches: an emulator that has frozen
+# (it happens, rarely, to QEMU's software CPU under nested SVM) stops it, a busy lab host does not.
+if [ -c /dev/ttyS1 ]; then
+    (while :; do up >/dev/ttyS1; sleep 5; done) </dev/null >/dev/null 2>&1 &
+fi
 echo "LAB-SCENARIO-START uptime=$(up)"
 if [ "$(cat /lab/etc/mode)" = interactive ]; then
     # Keep L2's kernel messages off the terminal the guest's shell is using.
@@ -657,11 +665,26 @@ cmd_run() {
     t0=$(now)
     set +e
     qemu_l2_command "$work/l2.cpio.gz"
+    # The console on stdio as -nographic would put it, and the lab host's heartbeat (write_l2_init)
+    # on a second serial port, into a file that watch_heartbeat reads.
+    QEMU_COMMAND+=(-serial mon:stdio -serial "file:$work/heartbeat" -pidfile "$work/qemu.pid")
+    : >"$work/heartbeat"
+    watch_heartbeat "$work" &
+    local watcher=$!
     # --foreground: QEMU stays in this process group, so Ctrl-C reaches it.
     timeout --foreground -k 10 "$TIMEOUT" "${QEMU_COMMAND[@]}" </dev/null 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
+    kill "$watcher" 2>/dev/null
+    wait "$watcher" 2>/dev/null
     set -e
     note "QEMU ran $(elapsed "$t0") s"
+    if [[ -s $work/frozen ]]; then
+        # Into the serial log too, where Tests/LabTests looks for why a scenario stopped.
+        echo "LAB-HOST-FROZEN $(head -n 1 "$work/frozen")" | tee -a "$log"
+        note "the lab host froze: $(head -n 1 "$work/frozen"); QEMU's threads when it was killed:"
+        tail -n +2 "$work/frozen" >&2
+        exit 3
+    fi
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then
         note "the lab timed out after $TIMEOUT s; serial log: $kept"
         exit 124
@@ -674,6 +697,36 @@ cmd_run() {
         note "L2 stopped before the scenario finished (QEMU exit $rc); serial log: $kept"
         exit 1
     fi
+}
+
+# watch_heartbeat WORK
+# While QEMU runs: when the lab host's heartbeat (WORK/heartbeat) has not grown for FROZEN_AFTER
+# seconds (longer before its first beat, while the lab host boots), the emulator has frozen: its
+# threads go into WORK/frozen, after one line that says so, and QEMU is killed.
+watch_heartbeat() { # WORK
+    local work=$1 size=0 current last quiet limit pid
+    last=$(date +%s)
+    while sleep 5; do
+        current=$(stat -c %s "$work/heartbeat" 2>/dev/null || echo 0)
+        if [[ $current != "$size" ]]; then
+            size=$current last=$(date +%s)
+            continue
+        fi
+        limit=$FROZEN_AFTER
+        [[ $size -eq 0 ]] && limit=$((FROZEN_AFTER + 240))
+        quiet=$(($(date +%s) - last))
+        ((quiet >= limit)) || continue
+        pid=$(cat "$work/qemu.pid" 2>/dev/null) || return 0
+        {
+            echo "no heartbeat from the lab host for $quiet s; QEMU (pid $pid) killed"
+            for task in /proc/"$pid"/task/*; do
+                echo "  ${task##*/} $(cat "$task/comm" 2>/dev/null) $(awk '{ print $3, "utime=" $14, "stime=" $15 }' "$task/stat" 2>/dev/null) $(cat "$task/wchan" 2>/dev/null)"
+            done
+        } >"$work/frozen.tmp"
+        mv "$work/frozen.tmp" "$work/frozen"
+        kill -KILL "$pid" 2>/dev/null
+        return 0
+    done
 }
 
 # Runs SCENARIO on this host with the environment it gets in the lab; WORK holds files and env.

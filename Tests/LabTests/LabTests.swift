@@ -274,7 +274,8 @@ final class LabScenario: Sendable {
 
     /// Why a scenario's log looks like the nested virtualization failed a guest, if it does: a
     /// wedge beneath lguest (LAB-STALL beneath=yes), a guest that triple-faulted, a kernel that
-    /// reported a double fault, a lab host that stopped (panicked, reset) before the scenario was done.
+    /// reported a double fault, an emulator that froze, a lab host that stopped (panicked, reset)
+    /// before the scenario was done.
     static func emulationFailure(_ lines: [String]) -> String? {
         // A failed attempt that lab_run ran again does not count: its run's last attempt does.
         func inLastAttempt(_ index: Int, marker: String) -> Bool {
@@ -291,6 +292,10 @@ final class LabScenario: Sendable {
             }
         }
         if lines.contains(where: { $0.contains("traps: double fault") || $0.contains("PANIC: double fault") }) { return "a guest kernel reported a double fault" }
+        // QEMU itself froze (lab.sh run heard no heartbeat from the lab host and killed it).
+        if let frozen = lines.first(where: { $0.hasPrefix("LAB-HOST-FROZEN ") }) {
+            return "the emulator froze: \(frozen)"
+        }
         // The lab host's own kernel died (its KVM on the emulated SVM has overflowed its stack):
         // the scenario never finished.
         if lines.contains(where: { $0.hasPrefix("LAB-HOST-STOPPED ") }) {
