@@ -5,6 +5,19 @@
 # On a host with hardware virtualization the same scenarios run directly. See Lab/README.md.
 set -euo pipefail
 
+# A parent can hand down a signal mask that blocks nearly everything, and ignored signals: the
+# test runner does (its threads block signals, and Foundation's Process passes that on). QEMU
+# would then run with SIGTERM, SIGCHLD and SIGALRM blocked, which no user's shell gives it, and
+# `kill` would not stop anything started here. Start again with every signal unblocked and at
+# its default (perl-base is part of every Debian system).
+if [[ -z ${LAB_SIGNALS_RESET:-} ]] && ! grep -Eq '^SigBlk:[[:space:]]+0+$' /proc/$$/status; then
+    export LAB_SIGNALS_RESET=1
+    exec perl -e 'use POSIX;
+        sigprocmask(SIG_SETMASK, POSIX::SigSet->new) or die "sigprocmask: $!";
+        $SIG{$_} = "DEFAULT" for grep { !/^(KILL|STOP|ZERO)$/ } keys %SIG;
+        exec @ARGV or die "exec: $!"' -- "$BASH" "$0" "$@"
+fi
+
 PROG=lab.sh
 LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$LAB_DIR")
@@ -674,7 +687,7 @@ cmd_run() {
     # --foreground: QEMU stays in this process group, so Ctrl-C reaches it.
     timeout --foreground -k 10 "$TIMEOUT" "${QEMU_COMMAND[@]}" </dev/null 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
-    kill "$watcher" 2>/dev/null
+    kill -KILL "$watcher" 2>/dev/null
     wait "$watcher" 2>/dev/null
     set -e
     note "QEMU ran $(elapsed "$t0") s"

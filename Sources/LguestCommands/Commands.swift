@@ -122,7 +122,7 @@ struct Run: VMCommand {
     @Option(help: ArgumentHelp("An initial RAM disk for the kernel.", valueName: "FILE"))
     var initrd: String?
 
-    @Option(help: ArgumentHelp("The kernel's command line (default: \"\(defaultCommandLine)\").", valueName: "TEXT"))
+    @Option(help: ArgumentHelp("The kernel's command line.", valueName: "TEXT"))
     var cmdline: String = defaultCommandLine
 
     @Option(help: ArgumentHelp("Guest memory in MiB.", valueName: "MiB"))

@@ -98,6 +98,32 @@ import VirtioTesting
         #expect(!rig.device.throttleTimer.isArmed)
     }
 
+    @Test func aRaisedLimitServesAtTheNewRate() throws {
+        // 40 KiB/s, then 80 KiB/s: one 4 KiB read at a time, as a guest's dd at queue depth 1.
+        let rig = try Rig(RateLimit(bandwidth: .init(size: 8192, refillTime: 200)))
+        try rig.postReads(2)
+        rig.driver.kick(0)
+        #expect(try rig.queue.drainUsed().count == 2)
+        rig.device.setRateLimit(RateLimit(bandwidth: .init(size: 16384, refillTime: 200)))
+        try rig.postReads(4)
+        rig.driver.kick(0)
+        #expect(try rig.queue.drainUsed().count == 4, "the new bucket starts full")
+        var waited: UInt64 = 0
+        for _ in 0 ..< 8 {
+            try rig.postReads(1)
+            rig.driver.kick(0)
+            #expect(try rig.queue.drainUsed().isEmpty)
+            // The timer's remaining time, read a moment after it was set, rounded up to a millisecond.
+            let wait = (rig.device.throttleTimer.remainingNanoseconds / 1_000_000 + 1) * 1_000_000
+            rig.clock.advance(nanoseconds: wait)
+            waited += wait
+            rig.device.throttleTimerFired()
+            #expect(try rig.queue.drainUsed().count == 1)
+        }
+        // 8 × 4 KiB at 80 KiB/s: 400 ms, and at most a millisecond more for each rounding.
+        #expect((400_000_000 ... 408_000_000).contains(waited), "waited \(waited) ns")
+    }
+
     @Test func anUnlimitedDeviceNeverThrottles() throws {
         let rig = try Rig(.unlimited)
         try rig.postReads(50)

@@ -6,7 +6,8 @@ import Testing
 final class ManualClock: Sendable {
     private let nanoseconds = Atomic<UInt64>(1_000_000_000)
     var now: UInt64 { nanoseconds.load(ordering: .relaxed) }
-    func advance(milliseconds: UInt64) { nanoseconds.add(milliseconds * 1_000_000, ordering: .relaxed) }
+    func advance(milliseconds: UInt64) { advance(nanoseconds: milliseconds * 1_000_000) }
+    func advance(nanoseconds delta: UInt64) { nanoseconds.add(delta, ordering: .relaxed) }
     var function: @Sendable () -> UInt64 { { self.now } }
 }
 
