@@ -693,9 +693,11 @@ cmd_run() {
     note "QEMU ran $(elapsed "$t0") s"
     if [[ -s $work/frozen ]]; then
         # Into the serial log too, where Tests/LabTests looks for why a scenario stopped.
-        echo "LAB-HOST-FROZEN $(head -n 1 "$work/frozen")" | tee -a "$log"
-        note "the lab host froze: $(head -n 1 "$work/frozen"); QEMU's threads when it was killed:"
-        tail -n +2 "$work/frozen" >&2
+        {
+            echo "LAB-HOST-FROZEN $(head -n 1 "$work/frozen")"
+            tail -n +2 "$work/frozen" | sed 's/^ */LAB-HOST-FROZEN-THREAD /'
+        } | tee -a "$log"
+        note "the lab host froze: $(head -n 1 "$work/frozen")"
         exit 3
     fi
     if [[ $rc -eq 124 || $rc -eq 137 ]]; then
