@@ -151,36 +151,61 @@ public final class MMIOTransport: Sendable {
     /// A guest read of `data.count` bytes at `offset` into the window. Accesses the transport
     /// ignores read as zeros.
     public func read(offset: UInt64, into data: inout [UInt8]) {
-        data = readBytes(offset: offset, count: data.count)
+        data.withUnsafeMutableBytes { read(offset: offset, into: $0) }
     }
 
-    /// A guest read straight into the vCPU's exit buffer.
+    /// A guest read straight into the vCPU's exit buffer. A register read allocates nothing:
+    /// every MMIO exit of a guest's driver comes through here.
     public func read(offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) {
-        let bytes = readBytes(offset: offset, count: buffer.count)
-        // Safe: `bytes` has exactly `buffer.count` bytes.
-        buffer.copyBytes(from: bytes)
+        if offset >= Self.configOffset {
+            let config = device.configSpace
+            guard let start = configRange(offset: offset, count: buffer.count, configSize: config.count) else {
+                countIgnoredAccess()
+                buffer.initializeMemory(as: UInt8.self, repeating: 0)
+                return
+            }
+            // Safe: `configRange` keeps `start ..< start + buffer.count` inside `config`.
+            config.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[start ..< start + buffer.count])) }
+            return
+        }
+        guard buffer.count == 4, offset % 4 == 0 else {
+            countIgnoredAccess()
+            buffer.initializeMemory(as: UInt8.self, repeating: 0)
+            return
+        }
+        buffer.storeBytes(of: readRegister(offset: offset).littleEndian, as: UInt32.self)
     }
 
     /// A guest write of `data` at `offset` into the window.
     public func write(offset: UInt64, data: [UInt8]) {
-        writeBytes(offset: offset, bytes: data)
+        data.withUnsafeBytes { write(offset: offset, data: $0) }
     }
 
-    /// A guest write straight from the vCPU's exit buffer.
+    /// A guest write straight from the vCPU's exit buffer; a register write allocates nothing.
     public func write(offset: UInt64, data: UnsafeRawBufferPointer) {
-        // Safe: copies `data.count` bytes out of the caller's buffer into an array.
-        writeBytes(offset: offset, bytes: Array(data))
+        if offset >= Self.configOffset {
+            guard let start = configRange(offset: offset, count: data.count, configSize: device.configSpace.count) else {
+                countIgnoredAccess()
+                return
+            }
+            device.writeConfig(offset: start, bytes: Array(data))
+            return
+        }
+        guard data.count == 4, offset % 4 == 0 else {
+            countIgnoredAccess()
+            return
+        }
+        writeRegister(offset: offset, value: UInt32(littleEndian: data.loadUnaligned(as: UInt32.self)))
     }
 
     /// A 32-bit register read (what a well-behaved driver does).
     public func readRegister(_ register: MMIORegister) -> UInt32 {
-        let bytes = readBytes(offset: register.rawValue, count: 4)
-        return bytes.enumerated().reduce(0) { $0 | UInt32($1.element) << (8 * $1.offset) }
+        readRegister(offset: register.rawValue)
     }
 
     /// A 32-bit register write.
     public func writeRegister(_ register: MMIORegister, _ value: UInt32) {
-        writeBytes(offset: register.rawValue, bytes: (0 ..< 4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) })
+        writeRegister(offset: register.rawValue, value: value)
     }
 
     // MARK: - Notifications (device I/O thread or vCPU thread)
@@ -201,44 +226,13 @@ public final class MMIOTransport: Sendable {
 
     // MARK: - Decoding
 
-    private func readBytes(offset: UInt64, count: Int) -> [UInt8] {
-        if offset >= Self.configOffset {
-            let config = device.configSpace
-            guard let start = configRange(offset: offset, count: count, configSize: config.count) else {
-                countIgnoredAccess()
-                return [UInt8](repeating: 0, count: max(count, 0))
-            }
-            return Array(config[start ..< start + count])
-        }
-        guard count == 4, offset % 4 == 0 else {
-            countIgnoredAccess()
-            return [UInt8](repeating: 0, count: max(count, 0))
-        }
-        let value = readRegister(offset: offset)
-        return (0 ..< 4).map { UInt8(truncatingIfNeeded: value >> (8 * $0)) }
-    }
-
-    private func writeBytes(offset: UInt64, bytes: [UInt8]) {
-        if offset >= Self.configOffset {
-            guard let start = configRange(offset: offset, count: bytes.count, configSize: device.configSpace.count) else {
-                countIgnoredAccess()
-                return
-            }
-            device.writeConfig(offset: start, bytes: bytes)
-            return
-        }
-        guard bytes.count == 4, offset % 4 == 0 else {
-            countIgnoredAccess()
-            return
-        }
-        let value = bytes.enumerated().reduce(UInt32(0)) { $0 | UInt32($1.element) << (8 * $1.offset) }
-        writeRegister(offset: offset, value: value)
-    }
-
     /// The start of a config-space access of `count` bytes, if it is a 1/2/4/8-byte access
     /// entirely inside the device's configuration space.
     private func configRange(offset: UInt64, count: Int, configSize: Int) -> Int? {
-        guard [1, 2, 4, 8].contains(count) else { return nil }
+        switch count {
+        case 1, 2, 4, 8: break
+        default: return nil
+        }
         let start = offset - Self.configOffset
         guard start < UInt64(configSize), UInt64(count) <= UInt64(configSize) - start else { return nil }
         return Int(start)
