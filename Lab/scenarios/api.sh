@@ -20,15 +20,8 @@ tunctl -t lgapi0 >/dev/null
 ip addr add 192.0.2.1/24 dev lgapi0
 ip link set lgapi0 up
 
-# api METHOD PATH [BODY]: one request; prints LAB-API-CALL METHOD PATH status=CODE body=BODY.
-api() {
-    if [ $# -ge 3 ]; then
-        out=$(curl -s -m 120 -w '\n%{http_code}' --unix-socket "$SOCK" -X "$1" -H 'Content-Type: application/json' -d "$3" "http://localhost$2")
-    else
-        out=$(curl -s -m 120 -w '\n%{http_code}' --unix-socket "$SOCK" -X "$1" "http://localhost$2")
-    fi
-    echo "LAB-API-CALL $1 $2 status=$(echo "$out" | tail -n 1) body=$(echo "$out" | sed '$d')"
-}
+# api METHOD PATH [BODY]: one request on this VM's socket (lab_api).
+api() { lab_api "$SOCK" "$@"; }
 ticks() { grep -c LGUEST-API-TICK "$CONSOLE"; }
 more_ticks_than() { [ "$(ticks)" -gt "$1" ]; }
 # The last tick line the guest has finished writing: a snapshot of the console without its
@@ -39,12 +32,6 @@ last_tick() {
     grep LGUEST-API-TICK "$LAB_TMP/console.snapshot" | tail -n 1
 }
 tick_uptime() { grep LGUEST-API-TICK "$CONSOLE" | sed -n "${1}p" | sed 's/.*uptime=//'; }
-# waitfor SECONDS COMMAND...: polls until COMMAND succeeds; false if it never did.
-waitfor() {
-    _left=$(($1 * 10)); shift
-    while [ "$_left" -gt 0 ]; do "$@" && return 0; sleep 0.1; _left=$((_left - 1)); done
-    return 1
-}
 
 start=$(lab_uptime)
 echo "LAB-BEGIN api uptime=$start"
@@ -52,7 +39,7 @@ echo "LAB-BEGIN api uptime=$start"
 timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" --api-sock "$SOCK" --id lab-api --log-path "$LAB_TMP/api.log" \
     >"$CONSOLE" 2>"$LAB_TMP/api.err" &
 pid=$!
-waitfor 30 test -S "$SOCK" || echo "LAB-API-ERROR no socket"
+lab_waitfor 30 test -S "$SOCK" || echo "LAB-API-ERROR no socket"
 api GET /
 api PUT /boot-source "{\"kernel_image_path\": \"$GUEST_KERNEL\", \"initrd_path\": \"$INITRD\", \"boot_args\": \"console=ttyS0 reboot=k panic=1 quiet\"}"
 api PUT /machine-config '{"vcpu_count": 2, "mem_size_mib": 256}'
@@ -68,18 +55,18 @@ if [ -n "${LAB_API_DEBUG:-}" ] || ! grep -q Running "$LAB_TMP/state" 2>/dev/null
     head -c 2000 "$CONSOLE" | sed 's/^/LAB-API-DEBUG console /'
 fi
 
-waitfor 200 grep -q "LGUEST-API-TICK n=5 " "$CONSOLE" || echo "LAB-API-ERROR the guest never ticked"
+lab_waitfor 200 grep -q "LGUEST-API-TICK n=5 " "$CONSOLE" || echo "LAB-API-ERROR the guest never ticked"
 api PATCH /vm '{"state": "Paused"}'
 api GET /
 paused=$(ticks)
 sleep 5
 echo "LAB-API-PAUSE ticks_at_pause=$paused ticks_after_5s=$(ticks)"
 api PATCH /vm '{"state": "Resumed"}'
-waitfor 60 more_ticks_than "$((paused + 5))" || echo "LAB-API-ERROR no ticks after resume"
+lab_waitfor 60 more_ticks_than "$((paused + 5))" || echo "LAB-API-ERROR no ticks after resume"
 echo "LAB-API-RESUME last_before=$(tick_uptime "$paused") first_after=$(tick_uptime $((paused + 1))) ticks=$(ticks)"
 echo "LAB-API-DATA before $(last_tick)"
 api PATCH /drives/data "{\"drive_id\": \"data\", \"path_on_host\": \"$LAB_TMP/second.img\"}"
-waitfor 60 grep -q "vdb=SECOND-IMAGE vdb_sectors=4096" "$CONSOLE" || echo "LAB-API-ERROR the guest never saw the swapped disk"
+lab_waitfor 60 grep -q "vdb=SECOND-IMAGE vdb_sectors=4096" "$CONSOLE" || echo "LAB-API-ERROR the guest never saw the swapped disk"
 echo "LAB-API-DATA after $(last_tick)"
 api PUT /actions '{"action_type": "SendCtrlAltDel"}'
 wait "$pid"

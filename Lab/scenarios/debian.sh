@@ -30,11 +30,6 @@ for action in poweroff reboot; do
 done
 
 # A user at the serial console: lguest reads a FIFO we type into.
-waitfor() { # SECONDS COMMAND...
-    _left=$(($1 * 10)); shift
-    while [ "$_left" -gt 0 ]; do "$@" && return 0; sleep 0.1; _left=$((_left - 1)); done
-    return 1
-}
 CONSOLE=$LAB_TMP/login.console
 ERR=$LAB_TMP/login.err
 HALTED="the guest halted its CPUs"
@@ -52,18 +47,18 @@ login_and_halt() {
     exec 5>"$LAB_TMP/login.in"
     seen() { grep -q "$1" "$CONSOLE" || ! kill -0 "$pid" 2>/dev/null; }
     type_line() { printf '%s\n' "$1" >&5; echo "LAB-DEBIAN-TYPED $1"; }
-    if waitfor "$LAB_RUN_TIMEOUT" seen "lguest-debian login:" && kill -0 "$pid" 2>/dev/null; then
+    if lab_waitfor "$LAB_RUN_TIMEOUT" seen "lguest-debian login:" && kill -0 "$pid" 2>/dev/null; then
         sleep 1
         type_line root
-        waitfor 120 seen "root@lguest-debian"
+        lab_waitfor 120 seen "root@lguest-debian"
         # Only the command's output has "uid=0 " after the marker: its echo has "$(id -u)".
         type_line 'echo "LGUEST-LOGIN uid=$(id -u) tty=$(tty) host=$(hostname)"'
-        waitfor 60 seen "LGUEST-LOGIN uid=0 "
+        lab_waitfor 60 seen "LGUEST-LOGIN uid=0 "
         # Let the report unit finish before going down.
-        waitfor 300 seen "LGUEST-DEBIAN-NET"
+        lab_waitfor 300 seen "LGUEST-DEBIAN-NET"
         type_line "systemctl halt"
         grep_err() { grep -q "$HALTED" "$ERR" || ! kill -0 "$pid" 2>/dev/null; }
-        waitfor 300 grep_err
+        lab_waitfor 300 grep_err
         # A few seconds more: lguest must still be there, and must not say it again.
         sleep 5
         echo "LAB-DEBIAN-HALT waiting=$(kill -0 "$pid" 2>/dev/null && echo yes || echo no) said=$(grep -c "$HALTED" "$ERR")"

@@ -10,11 +10,6 @@ INITRD=$LAB_FILES/jail.cpio.gz
 ID=lab-vm-1
 ROOT=/srv/jailer/lguest/$ID/root
 CONSOLE=$LAB_TMP/console
-waitfor() { # SECONDS COMMAND...
-    _left=$(($1 * 10)); shift
-    while [ "$_left" -gt 0 ]; do "$@" && return 0; sleep 0.1; _left=$((_left - 1)); done
-    return 1
-}
 grep -q ' cgroup2 ' /proc/mounts || { mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup; }
 CGROUP=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
 echo "LAB-JAIL controllers=$(tr ' ' , <"$CGROUP/cgroup.controllers")"
@@ -28,7 +23,7 @@ timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" jail --id "$ID" --uid 1000 --gid 1000 
     --cmdline "console=ttyS0 quiet panic=-1" >"$CONSOLE" 2>"$LAB_TMP/jail.err" &
 jailer=$!
 seen() { grep -q "$1" "$CONSOLE" || ! kill -0 "$jailer" 2>/dev/null; }
-if waitfor "$LAB_RUN_TIMEOUT" seen "LGUEST-JAIL ready" && [ -f "$ROOT/lguest.pid" ]; then
+if lab_waitfor "$LAB_RUN_TIMEOUT" seen "LGUEST-JAIL ready" && [ -f "$ROOT/lguest.pid" ]; then
     pid=$(cat "$ROOT/lguest.pid")
     ids() { awk -v k="$1" '$1 == k { print $2 "," $3 "," $4 "," $5 }' "/proc/$pid/status"; }
     echo "LAB-JAIL pid=$pid uid=$(ids Uid:) gid=$(ids Gid:) nonewprivs=$(awk '$1 == "NoNewPrivs:" { print $2 }' "/proc/$pid/status") exe=$(readlink "/proc/$pid/exe")"

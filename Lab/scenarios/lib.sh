@@ -31,6 +31,30 @@ lab_debian() {
     fi
 }
 
+# lab_waitfor SECONDS COMMAND [ARG...]
+# Runs COMMAND every 0.1 s until it succeeds; false if it never did within SECONDS.
+lab_waitfor() {
+    _left=$(($1 * 10)); shift
+    while [ "$_left" -gt 0 ]; do "$@" && return 0; sleep 0.1; _left=$((_left - 1)); done
+    return 1
+}
+
+# lab_api SOCKET METHOD PATH [BODY]
+# One request to Firecracker's API on the Unix socket SOCKET, with curl (a JSON BODY when
+# given). Prints
+#   LAB-API-CALL METHOD PATH status=CODE body=RESPONSE-BODY
+# and leaves the response body in $LAB_TMP/api.body.
+lab_api() {
+    _sock=$1; shift
+    if [ $# -ge 3 ]; then
+        _out=$(curl -s -m 120 -w '\n%{http_code}' --unix-socket "$_sock" -X "$1" -H 'Content-Type: application/json' -d "$3" "http://localhost$2")
+    else
+        _out=$(curl -s -m 120 -w '\n%{http_code}' --unix-socket "$_sock" -X "$1" "http://localhost$2")
+    fi
+    echo "$_out" | sed '$d' >"$LAB_TMP/api.body"
+    echo "LAB-API-CALL $1 $2 status=$(echo "$_out" | tail -n 1) body=$(cat "$LAB_TMP/api.body")"
+}
+
 # lab_stall_report NAME
 # When a guest has stalled: one LAB-THREADS line per thread of every VMM on this host (lguest or
 # QEMU), with its state, system call number and kernel wait channel sampled three times a second

@@ -26,22 +26,8 @@ tunctl -t lgsnap0 >/dev/null
 ip addr add 192.0.2.1/24 dev lgsnap0
 ip link set lgsnap0 up
 
-# api SOCKET METHOD PATH [BODY]: one request; prints LAB-API-CALL and leaves the body in $S/body.
-api() {
-    sock=$1; shift
-    if [ $# -ge 3 ]; then
-        out=$(curl -s -m 120 -w '\n%{http_code}' --unix-socket "$sock" -X "$1" -H 'Content-Type: application/json' -d "$3" "http://localhost$2")
-    else
-        out=$(curl -s -m 120 -w '\n%{http_code}' --unix-socket "$sock" -X "$1" "http://localhost$2")
-    fi
-    echo "$out" | sed '$d' >"$S/body"
-    echo "LAB-API-CALL $1 $2 status=$(echo "$out" | tail -n 1) body=$(cat "$S/body")"
-}
-waitfor() {
-    _left=$(($1 * 10)); shift
-    while [ "$_left" -gt 0 ]; do "$@" && return 0; sleep 0.1; _left=$((_left - 1)); done
-    return 1
-}
+# api SOCKET METHOD PATH [BODY]: one request (lab_api), its body left in $S/api.body.
+api() { lab_api "$@"; }
 # The last complete line of FILE holding WORD (a line still being written is left out).
 last_line() {
     cp "$1" "$S/snap.copy"
@@ -78,25 +64,25 @@ exec 3<>"$S/in1"
 timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" --api-sock "$S/api1.sock" --id first --log-path "$S/api1.log" \
     --config-file "$S/vm.json" <&3 >"$S/console1" 2>"$S/err1" &
 pid1=$!
-waitfor 120 has "$S/console1" "LGUEST-SNAP-TICK n=5 " || echo "LAB-SNAP-ERROR the first VM never counted to 5"
+lab_waitfor 120 has "$S/console1" "LGUEST-SNAP-TICK n=5 " || echo "LAB-SNAP-ERROR the first VM never counted to 5"
 say 3 FILL
-waitfor 60 has "$S/console1" LGUEST-SNAP-FILLED || echo "LAB-SNAP-ERROR the guest never filled its memory"
+lab_waitfor 60 has "$S/console1" LGUEST-SNAP-FILLED || echo "LAB-SNAP-ERROR the guest never filled its memory"
 vmm1=$(vmm_pid "$pid1")
 rss_full=$(rss_kb "$vmm1")
 say 3 MEM
-waitfor 60 has "$S/console1" LGUEST-SNAP-MEM || echo "LAB-SNAP-ERROR no MemTotal from the guest"
+lab_waitfor 60 has "$S/console1" LGUEST-SNAP-MEM || echo "LAB-SNAP-ERROR no MemTotal from the guest"
 api "$S/api1.sock" PATCH /balloon '{"amount_mib": 64}'
-inflated() { api "$S/api1.sock" GET /balloon/statistics >/dev/null; grep -q '"actual_mib":64' "$S/body"; }
-waitfor 90 inflated || echo "LAB-SNAP-ERROR the balloon never reached 64 MiB: $(cat "$S/body")"
+inflated() { api "$S/api1.sock" GET /balloon/statistics >/dev/null; grep -q '"actual_mib":64' "$S/api.body"; }
+lab_waitfor 90 inflated || echo "LAB-SNAP-ERROR the balloon never reached 64 MiB: $(cat "$S/api.body")"
 sleep 1
 rss_inflated=$(rss_kb "$vmm1")
 say 3 MEM
-waitfor 60 sh -c "[ \$(grep -c LGUEST-SNAP-MEM '$S/console1') -ge 2 ]" || echo "LAB-SNAP-ERROR no MemTotal from the guest with the balloon inflated"
+lab_waitfor 60 sh -c "[ \$(grep -c LGUEST-SNAP-MEM '$S/console1') -ge 2 ]" || echo "LAB-SNAP-ERROR no MemTotal from the guest with the balloon inflated"
 api "$S/api1.sock" PATCH /balloon '{"amount_mib": 0}'
-deflated() { api "$S/api1.sock" GET /balloon/statistics >/dev/null; grep -q '"actual_mib":0' "$S/body"; }
-waitfor 90 deflated || echo "LAB-SNAP-ERROR the balloon never deflated: $(cat "$S/body")"
+deflated() { api "$S/api1.sock" GET /balloon/statistics >/dev/null; grep -q '"actual_mib":0' "$S/api.body"; }
+lab_waitfor 90 deflated || echo "LAB-SNAP-ERROR the balloon never deflated: $(cat "$S/api.body")"
 say 3 MEM
-waitfor 60 sh -c "[ \$(grep -c LGUEST-SNAP-MEM '$S/console1') -ge 3 ]" || echo "LAB-SNAP-ERROR no MemTotal from the guest with the balloon deflated"
+lab_waitfor 60 sh -c "[ \$(grep -c LGUEST-SNAP-MEM '$S/console1') -ge 3 ]" || echo "LAB-SNAP-ERROR no MemTotal from the guest with the balloon deflated"
 echo "LAB-SNAP-BALLOON rss_full_kb=$rss_full rss_inflated_kb=$rss_inflated"
 
 # 2. Pause, snapshot, kill.
@@ -124,21 +110,21 @@ exec 4<>"$S/in2"
 timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" --api-sock "$S/api2.sock" --id second --log-path "$S/api2.log" \
     <&4 >"$S/console2" 2>"$S/err2" &
 pid2=$!
-waitfor 30 test -S "$S/api2.sock" || echo "LAB-SNAP-ERROR no socket for the second lguest"
+lab_waitfor 30 test -S "$S/api2.sock" || echo "LAB-SNAP-ERROR no socket for the second lguest"
 t0=$(now_ms)
 api "$S/api2.sock" PUT /snapshot/load "{\"snapshot_path\": \"$S/vm.state\", \"mem_backend\": {\"backend_type\": \"File\", \"backend_path\": \"$S/vm.mem\"}, \"resume_vm\": true, \"network_overrides\": [{\"iface_id\": \"eth0\", \"host_dev_name\": \"lgsnap0\"}]}"
 t1=$(now_ms)
-waitfor 60 has "$S/console2" LGUEST-SNAP-TICK || echo "LAB-SNAP-ERROR the restored guest never counted"
+lab_waitfor 60 has "$S/console2" LGUEST-SNAP-TICK || echo "LAB-SNAP-ERROR the restored guest never counted"
 t2=$(now_ms)
 api "$S/api2.sock" GET /
 echo "LAB-SNAP-LOADED load_ms=$((t1 - t0)) first_tick_ms=$((t2 - t0))"
 for _ in 1 2 3; do
     say 4 "HOSTTIME $(now_ms)"
-    waitfor 15 has "$S/console2" LGUEST-SNAP-CLOCK && break
+    lab_waitfor 15 has "$S/console2" LGUEST-SNAP-CLOCK && break
     echo "LAB-SNAP-ERROR no clock answer (yet)"
 done
 say 4 CHECK
-waitfor 60 has "$S/console2" LGUEST-SNAP-CHECK || echo "LAB-SNAP-ERROR no check answer"
+lab_waitfor 60 has "$S/console2" LGUEST-SNAP-CHECK || echo "LAB-SNAP-ERROR no check answer"
 say 4 POWEROFF
 wait "$pid2"
 status2=$?
@@ -162,7 +148,7 @@ for i in 1 2 3; do
     eval "cpid$i=\$!"
 done
 for i in 1 2 3; do
-    waitfor 60 has "$S/cconsole$i" LGUEST-SNAP-TICK || echo "LAB-SNAP-ERROR clone $i never counted"
+    lab_waitfor 60 has "$S/cconsole$i" LGUEST-SNAP-TICK || echo "LAB-SNAP-ERROR clone $i never counted"
 done
 t1=$(now_ms)
 sleep 1

@@ -29,21 +29,10 @@ ip link set lgthr0 up
 httpd -f -p 192.0.2.1:8080 -h "$WWW" &
 httpd=$!
 
-api() {
-    if [ $# -ge 3 ]; then
-        out=$(curl -s -m 60 -w '\n%{http_code}' --unix-socket "$SOCK" -X "$1" -H 'Content-Type: application/json' -d "$3" "http://localhost$2")
-    else
-        out=$(curl -s -m 60 -w '\n%{http_code}' --unix-socket "$SOCK" -X "$1" "http://localhost$2")
-    fi
-    echo "LAB-API-CALL $1 $2 status=$(echo "$out" | tail -n 1) body=$(echo "$out" | sed '$d')"
-}
+# api METHOD PATH [BODY]: one request on this VM's socket (lab_api).
+api() { lab_api "$SOCK" "$@"; }
 bucket() { echo "{\"bandwidth\": {\"size\": $1, \"refill_time\": $2}}"; }
 limits() { echo "LAB-THROTTLE-LIMITS phase=$1 block_bytes_per_s=$(($2 * 1000 / BLOCK_MS)) net_bytes_per_s=$(($3 * 1000 / NET_MS))"; }
-waitfor() {
-    _left=$(($1 * 10)); shift
-    while [ "$_left" -gt 0 ]; do "$@" && return 0; sleep 0.1; _left=$((_left - 1)); done
-    return 1
-}
 
 start=$(lab_uptime)
 echo "LAB-BEGIN throttle uptime=$start"
@@ -51,7 +40,7 @@ timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" --api-sock "$SOCK" --id lab-throttle -
     >"$CONSOLE" 2>"$LAB_TMP/api.err" &
 pid=$!
 lab_watch throttle "$CONSOLE" "$pid" &
-waitfor 30 test -S "$SOCK" || echo "LAB-API-ERROR no socket"
+lab_waitfor 30 test -S "$SOCK" || echo "LAB-API-ERROR no socket"
 api PUT /boot-source "{\"kernel_image_path\": \"$GUEST_KERNEL\", \"initrd_path\": \"$INITRD\", \"boot_args\": \"console=ttyS0 panic=1 quiet\"}"
 api PUT /machine-config '{"vcpu_count": 1, "mem_size_mib": 256}'
 api PUT /drives/data "{\"drive_id\": \"data\", \"path_on_host\": \"$DISK\", \"is_root_device\": false, \"is_read_only\": true, \"rate_limiter\": $(bucket $BLOCK_1 $BLOCK_MS)}"
@@ -59,7 +48,7 @@ api PUT /network-interfaces/eth0 "{\"iface_id\": \"eth0\", \"host_dev_name\": \"
 limits 1 $BLOCK_1 $NET_1
 api PUT /actions '{"action_type": "InstanceStart"}'
 
-if waitfor 240 grep -q "LGUEST-THROTTLE-WAITING" "$CONSOLE"; then
+if lab_waitfor 240 grep -q "LGUEST-THROTTLE-WAITING" "$CONSOLE"; then
     api PATCH /drives/data "{\"drive_id\": \"data\", \"rate_limiter\": $(bucket $BLOCK_2 $BLOCK_MS)}"
     api PATCH /network-interfaces/eth0 "{\"iface_id\": \"eth0\", \"rx_rate_limiter\": $(bucket $NET_2 $NET_MS)}"
     limits 2 $BLOCK_2 $NET_2

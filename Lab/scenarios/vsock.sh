@@ -14,11 +14,6 @@
 INITRD=$LAB_FILES/vsock.cpio.gz
 SOCK=$LAB_TMP/v.sock
 CONSOLE=$LAB_TMP/console
-waitfor() {
-    _left=$(($1 * 10)); shift
-    while [ "$_left" -gt 0 ]; do "$@" && return 0; sleep 0.1; _left=$((_left - 1)); done
-    return 1
-}
 sha() { sha256sum | cut -d' ' -f1; }
 # tell_guest_done: connects to the guest's port 5001 until its listener answers OK (it starts
 # listening just after its last line, so the first try may find nobody there yet).
@@ -52,13 +47,13 @@ pid=$!
 lab_watch vsock "$CONSOLE" "$pid" &
 # console_has TEXT: the guest printed TEXT, or lguest is gone (so waiting is over either way).
 console_has() { grep -q "$1" "$CONSOLE" || ! kill -0 "$pid" 2>/dev/null; }
-waitfor "$LAB_RUN_TIMEOUT" console_has "LGUEST-VSOCK ready" || echo "LAB-VSOCK-ERROR the guest never said ready"
+lab_waitfor "$LAB_RUN_TIMEOUT" console_has "LGUEST-VSOCK ready" || echo "LAB-VSOCK-ERROR the guest never said ready"
 
 # Benchmark mode (LAB_VSOCK_BENCH=RUNS, Scripts/bench.sh vsock): RUNS streams of 16 MiB from
 # the lab host into the guest through vsock and through virtio-net TCP, in turn; then the
 # guest's own runs the other way (Lab/guest/vsock-init.sh); nothing else.
 if [ -n "${LAB_VSOCK_BENCH:-}" ]; then
-    waitfor 30 console_has "LGUEST-VSOCK net-ready"
+    lab_waitfor 30 console_has "LGUEST-VSOCK net-ready"
     for i in $(seq 1 "$LAB_VSOCK_BENCH"); do
         t0=$(ms)
         { printf 'CONNECT 5002\n'; cat "$LAB_TMP/data"; } | socat -u - UNIX-CONNECT:"$SOCK" 2>/dev/null
@@ -99,7 +94,7 @@ reply=$(printf 'CONNECT 7777\n' | socat -t 10 - UNIX-CONNECT:"$SOCK" 2>/dev/null
 echo "LAB-VSOCK refused reply=[$reply]"
 
 # The guest's own checks end with the refused connect; then tell it to power off.
-waitfor 300 console_has "LGUEST-VSOCK refused" || echo "LAB-VSOCK-ERROR the guest's checks never ended"
+lab_waitfor 300 console_has "LGUEST-VSOCK refused" || echo "LAB-VSOCK-ERROR the guest's checks never ended"
 tell_guest_done
 wait "$pid"
 status=$?
