@@ -22,8 +22,7 @@ httpd=$!
 
 # rss PID: "OWN_KB:TOTAL_KB"; guest memory is lguest's largest mapping.
 rss() {
-    awk '/^[0-9a-f]+-[0-9a-f]+ / { current = 0 }
-         /^Size:/ { size = $2 }
+    awk '/^Size:/ { size = $2 }
          /^Rss:/ { total += $2; if (size > largest) { largest = size; guest = $2 } }
          END { printf "%d:%d", total - guest, total }' "/proc/$1/smaps" 2>/dev/null
 }

@@ -41,34 +41,32 @@ struct ThrottleLabTests {
         return (phases, run)
     }
 
-    func expectNear(_ measured: Double, _ limit: Double, _ what: String, _ run: GuestRun) {
-        let ratio = limit > 0 ? measured / limit : 0
-        #expect((0.85...1.15).contains(ratio),
-                "\(what): the guest saw \(Int(measured)) B/s against a limit of \(Int(limit)) B/s (\(String(format: "%.2f", ratio))×)\n\(run.context)")
+    /// Phase `phase` asked for `block` and `net` bytes a second, the guest moved every byte it
+    /// asked for, and saw each rate within 15% of its limit.
+    func expectPhase(_ phase: Int, block: Double, net: Double, _ when: String) async throws {
+        let (phases, run) = try await outcome()
+        let seen = try #require(phases[phase], "the guest never measured \(when)\n\(run.context)")
+        #expect(seen.blockLimit == block && seen.netLimit == net, "\(run.context)")
+        #expect(seen.fields["block_bytes"] == "33554432" && seen.fields["net_bytes"] == "8000000",
+                "the guest did not read all it asked for: \(seen.fields)\n\(run.context)")
+        for (what, measured, limit) in [("block", seen.block, seen.blockLimit), ("net", seen.net, seen.netLimit)] {
+            let ratio = limit > 0 ? measured / limit : 0
+            #expect((0.85...1.15).contains(ratio),
+                    "\(what) \(when): the guest saw \(Int(measured)) B/s against a limit of \(Int(limit)) B/s (\(String(format: "%.2f", ratio))×)\n\(run.context)")
+        }
     }
 
     @Test("a disk limited to 10 MiB/s and a NIC to 20 Mbit/s give the guest that, within 15%")
     func limitsHold() async throws {
-        let (phases, run) = try await outcome()
-        let first = try #require(phases[1], "the guest never measured its first phase\n\(run.context)")
-        #expect(first.blockLimit == 10 * 1_048_576 && first.netLimit == 2_500_000, "\(run.context)")
-        #expect(first.fields["block_bytes"] == "33554432" && first.fields["net_bytes"] == "8000000",
-                "the guest did not read all it asked for: \(first.fields)\n\(run.context)")
-        expectNear(first.block, first.blockLimit, "block", run)
-        expectNear(first.net, first.netLimit, "net", run)
+        try await expectPhase(1, block: 10 * 1_048_576, net: 2_500_000, "with the first limits")
     }
 
     @Test("PATCH on the running VM doubles both limits, and the guest sees twice as much")
     func raisedThroughTheApi() async throws {
-        let (phases, run) = try await outcome()
+        let (_, run) = try await outcome()
         let patches = run.lines.filter { $0.contains("LAB-API-CALL PATCH ") }
         #expect(patches.count == 2 && patches.allSatisfy { $0.contains(" status=204 ") }, "\(patches)\n\(run.context)")
-        let second = try #require(phases[2], "the guest never measured after the PATCH\n\(run.context)")
-        #expect(second.blockLimit == 20 * 1_048_576 && second.netLimit == 5_000_000, "\(run.context)")
-        #expect(second.fields["block_bytes"] == "33554432" && second.fields["net_bytes"] == "8000000",
-                "the guest did not read all it asked for: \(second.fields)\n\(run.context)")
-        expectNear(second.block, second.blockLimit, "block after PATCH", run)
-        expectNear(second.net, second.netLimit, "net after PATCH", run)
+        try await expectPhase(2, block: 20 * 1_048_576, net: 5_000_000, "after the PATCH")
     }
 
     @Test("every API call succeeded and the guest powered off: lguest exits 0")
