@@ -24,7 +24,7 @@ REPO_DIR=$(dirname "$LAB_DIR")
 CACHE=${LGUEST_LAB_CACHE:-$HOME/.cache/lguest-lab}
 
 # What the lab installs from Debian, and the command each package provides.
-PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools gcc libc6-dev socat"
+PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools gcc libc6-dev socat curl"
 # The kernel modules L2 needs: kvm for /dev/kvm, tun for the VMM's TAP devices, virtio and
 # squashfs for its disk (Lab/l2-disk.sh) (their
 # dependencies are resolved from the modules).
