@@ -79,6 +79,16 @@ enum VirtioWiring {
             }
             doorbells.append(doorbell)
         }
+        // A QueueNotify write the ioeventfds did not catch rings the same doorbell: device work
+        // stays on the I/O thread. An index with no queue is the transport's to count.
+        let rings = doorbells
+        transport.forwardKicks { [weak transport] queue in
+            if Int(queue) < rings.count {
+                rings[Int(queue)].signal()
+            } else {
+                transport?.handleNotification(queue: queue)
+            }
+        }
         return VirtioSlot(transport: transport, window: window, doorbells: doorbells)
     }
 }

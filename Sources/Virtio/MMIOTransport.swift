@@ -128,6 +128,17 @@ public final class MMIOTransport: Sendable {
         registers = Mutex(Registers(queueMaxSizes: queueMaxSizes))
     }
 
+    /// Where QueueNotify writes that reach the transport go, once the launcher has doorbells.
+    private let kickForwarder = Mutex<(@Sendable (UInt32) -> Void)?>(nil)
+
+    /// From now on a QueueNotify write that reaches the transport (on a vCPU thread: an access
+    /// the queue's ioeventfd did not match, of another width, say) is handed to `forward` with
+    /// the queue's index instead of being served on the spot, so that no vCPU does device work.
+    /// The launcher rings the queue's doorbell there, and the I/O thread serves the kick.
+    public func forwardKicks(_ forward: @escaping @Sendable (UInt32) -> Void) {
+        kickForwarder.withLock { $0 = forward }
+    }
+
     // MARK: - State for tests and the launcher
 
     /// The Status register as the driver reads it (DEVICE_NEEDS_RESET included).
@@ -292,7 +303,11 @@ public final class MMIOTransport: Sendable {
         switch register {
         case .queueNotify:
             // Normally an ioeventfd catches this write before it becomes an exit.
-            handleNotification(queue: value)
+            if let forward = kickForwarder.withLock({ $0 }) {
+                forward(value)
+            } else {
+                handleNotification(queue: value)
+            }
         case .interruptACK:
             interruptState.bits.withLock { $0.interruptStatus &= ~value }
         default:

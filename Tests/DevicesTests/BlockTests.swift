@@ -257,7 +257,7 @@ import VirtioTesting
         #expect(bytes[..<1536].allSatisfy { $0 == 0xA5 } && bytes[4096 ..< 30 * 512].allSatisfy { $0 == 0xA5 })
         #expect(bytes[(32 * 512)...].allSatisfy { $0 == 0xA5 })
         // It really was the fallback, and the device remembers not to ask again.
-        #expect(rig.device.state.withLock { $0.zeroRangeUnsupported })
+        #expect(rig.device.serving.withLock { $0.zeroRangeUnsupported })
     }
 
     @Test func aLargeWriteZeroesThroughTheFallback() throws {

@@ -56,8 +56,8 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
 
     public let configuration: BlockConfiguration
     // The image, its size in sectors and its ignored tail change only in `replaceImage`, with
-    // `state`'s lock held; requests are served with that lock held too, so none sees a swap
-    // half-way. Other threads' reads may race with a swap and see either image's numbers.
+    // both locks held; requests are served with `serving`'s held, so none sees a swap half-way.
+    // Other threads' reads may race with a swap and see either image's numbers.
     /// The disk's size in 512-byte sectors.
     public nonisolated(unsafe) private(set) var capacity: UInt64
     /// Bytes at the end of the image that do not fill a whole sector and are ignored.
@@ -77,10 +77,25 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
     /// The GET_ID answer: the serial, NUL-padded to 20 bytes.
     let id: [UInt8]
 
+    /// The queue and what vCPU threads touch (activation, reset, configuration reads). Held only
+    /// for ring work and bookkeeping, never across a system call on the image: no vCPU waits on
+    /// the disk.
     struct State {
         var queues: [Queue] = []
         var features: UInt64 = 0
         var interrupt: VirtioInterrupt?
+        /// Counts activations and resets: a drain that began under another generation stops
+        /// touching the queue (its ring may already belong to the next activation).
+        var generation: UInt64 = 0
+        var limiter: RateLimiter
+        /// A request the limiter refused, served first when the timer fires.
+        var held: DescriptorChain?
+    }
+
+    /// What serving a request needs besides its chain, held for a whole drain: one drain at a time.
+    struct Serving {
+        /// The features of the activation being served, copied when the drain starts.
+        var features: UInt64 = 0
         /// The filesystem refused PUNCH_HOLE / ZERO_RANGE once; do not ask again.
         var punchHoleUnsupported = false
         var zeroRangeUnsupported = false
@@ -89,12 +104,10 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
         /// From the first failure on, every flush fails: the guest must not hear "stable" about
         /// writes that may be gone.
         var syncFailed = false
-        var limiter: RateLimiter
-        /// A request the limiter refused, served first when the timer fires.
-        var held: DescriptorChain?
     }
 
     let state: Mutex<State>
+    let serving = Mutex(Serving())
     public let throttleTimer: ThrottleTimer
     let counters = Mutex(BlockStatistics())
 
@@ -131,14 +144,16 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
     /// configuration-change interrupt and reads the new capacity. The old image is closed.
     public func replaceImage(path: String) throws(BlockError) {
         let replacement = try ImageFile.open(path: path, readOnly: configuration.readOnly)
-        let interrupt = state.withLock { state -> VirtioInterrupt? in
-            file = replacement
-            capacity = replacement.size / UInt64(Self.sectorSize)
-            ignoredTrailingBytes = Int(replacement.size % UInt64(Self.sectorSize))
-            state.syncFailed = false
-            state.punchHoleUnsupported = false
-            state.zeroRangeUnsupported = false
-            return state.interrupt
+        let interrupt = serving.withLock { serving -> VirtioInterrupt? in
+            serving.syncFailed = false
+            serving.punchHoleUnsupported = false
+            serving.zeroRangeUnsupported = false
+            return state.withLock { state -> VirtioInterrupt? in
+                file = replacement
+                capacity = replacement.size / UInt64(Self.sectorSize)
+                ignoredTrailingBytes = Int(replacement.size % UInt64(Self.sectorSize))
+                return state.interrupt
+            }
         }
         interrupt?.signalConfigChange()
     }
@@ -193,15 +208,20 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
             state.queues = queues
             state.features = features
             state.interrupt = interrupt
+            state.generation &+= 1
         }
     }
 
+    /// Returns at once, even while a request is being served: that drain finds the generation
+    /// changed and leaves the queue alone (the request's data may still land in the guest's
+    /// buffer, inside guest RAM; Linux resets a disk only once its requests have completed).
     public func reset() {
         state.withLock { state in
             state.queues = []
             state.features = 0
             state.interrupt = nil
             state.held = nil
+            state.generation &+= 1
         }
         // The timer may still fire; with nothing held and no queues it finds nothing to do.
     }
@@ -230,46 +250,80 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
 
     /// Drains the queue: every available request is served in order and completed, then the
     /// guest gets (at most) one interrupt for the batch. Requests are served synchronously on
-    /// the calling thread, under the device lock, so a second kick waits for the first drain.
+    /// the calling thread (the I/O thread), one drain at a time; the queue's lock is taken only
+    /// to take a request and to publish its answer, so vCPU threads touching the device
+    /// (configuration reads, a reset) never wait behind a system call on the image.
     public func processQueue(_ index: Int) { serve(queue: index, woken: false) }
+
+    /// What the drain does next.
+    private enum Next {
+        case serve(DescriptorChain)
+        case skip
+        case stop
+    }
 
     /// `processQueue`, or (`woken`) the throttle timer's call.
     private func serve(queue index: Int, woken: Bool) {
-        state.withLock { state in
-            guard state.queues.indices.contains(index) else { return }
-            // Held back by the limiter: the timer will call; a kick meanwhile changes nothing.
-            if state.held != nil, !woken, throttleTimer.isArmed { return }
-            while true {
+        serving.withLock { serving in
+            let started = state.withLock { state -> UInt64? in
+                guard state.queues.indices.contains(index) else { return nil }
+                // Held back by the limiter: the timer will call; a kick meanwhile changes nothing.
+                if state.held != nil, !woken, throttleTimer.isArmed { return nil }
+                serving.features = state.features
+                return state.generation
+            }
+            guard let generation = started else { return }
+            while case let .serve(chain) = next(queue: index, generation: generation) {
+                let used = serve(chain, state: &serving)
+                let go = state.withLock { state -> Bool in
+                    guard state.generation == generation else { return false }
+                    do throws(VirtqueueError) {
+                        try state.queues[index].addUsed(head: chain.head, length: used)
+                    } catch {
+                        return !error.isStructural
+                    }
+                    return true
+                }
+                if !go { break }
+            }
+            state.withLock { state in
+                guard state.generation == generation else { return }
+                state.queues[index].notifyGuestIfNeeded()
+            }
+        }
+    }
+
+    /// The next request to serve (the one the limiter held, or the next available), if the
+    /// activation `generation` is still current and the limiter lets it through.
+    private func next(queue index: Int, generation: UInt64) -> Next {
+        while true {
+            let next = state.withLock { state -> Next in
+                guard state.generation == generation else { return .stop }
                 let chain: DescriptorChain
                 do throws(VirtqueueError) {
                     if let held = state.held {
                         chain = held
                         state.held = nil
                     } else {
-                        guard let next = try state.queues[index].popAvailable() else { break }
-                        chain = next
-                    }
-                    guard state.limiter.consume(bytes: Self.dataBytes(chain)) else {
-                        state.held = chain
-                        counters.withLock { $0.throttled += 1 }
-                        throttleTimer.arm(afterNanoseconds: state.limiter.nanosecondsUntil(bytes: Self.dataBytes(chain)))
-                        break
+                        guard let popped = try state.queues[index].popAvailable() else { return .stop }
+                        chain = popped
                     }
                 } catch {
                     // A malformed chain was already handed back (used length 0) and counted by
                     // the queue; go on. A structural error broke the queue: it has asked for a
                     // reset and refuses work until then.
-                    if error.isStructural { break }
-                    continue
+                    return error.isStructural ? .stop : .skip
                 }
-                let used = serve(chain, state: &state)
-                do throws(VirtqueueError) {
-                    try state.queues[index].addUsed(head: chain.head, length: used)
-                } catch {
-                    if error.isStructural { break }
+                guard state.limiter.consume(bytes: Self.dataBytes(chain)) else {
+                    state.held = chain
+                    counters.withLock { $0.throttled += 1 }
+                    throttleTimer.arm(afterNanoseconds: state.limiter.nanosecondsUntil(bytes: Self.dataBytes(chain)))
+                    return .stop
                 }
+                return .serve(chain)
             }
-            state.queues[index].notifyGuestIfNeeded()
+            if case .skip = next { continue }
+            return next
         }
     }
 }

@@ -52,7 +52,7 @@ extension BlockDevice {
 
     /// Serves one request and returns its used length: the bytes written into the chain's
     /// device-writable buffers, status byte included, or 0 for a chain with no room to answer.
-    func serve(_ chain: DescriptorChain, state: inout State) -> UInt32 {
+    func serve(_ chain: DescriptorChain, state: inout Serving) -> UInt32 {
         guard chain.readableLength >= UInt32(Self.headerSize), chain.writableLength >= 1 else {
             record(nil, .fail(.malformedRequest))
             return 0
@@ -90,7 +90,7 @@ extension BlockDevice {
     }
 
     private func execute(_ request: BlockRequest, chain: DescriptorChain, reader: ChainReader,
-                         state: inout State) -> BlockCompletion {
+                         state: inout Serving) -> BlockCompletion {
         switch request.type {
         case BlockRequestType.read: return read(request, chain: chain)
         case BlockRequestType.write: return write(request, chain: chain, state: &state)
@@ -130,7 +130,7 @@ extension BlockDevice {
         return completion
     }
 
-    private func write(_ request: BlockRequest, chain: DescriptorChain, state: inout State) -> BlockCompletion {
+    private func write(_ request: BlockRequest, chain: DescriptorChain, state: inout Serving) -> BlockCompletion {
         // Read-only first: whatever else is wrong with it, the file is not touched.
         guard !isReadOnly else { return .fail(.readOnly) }
         guard request.writableData == 0 else { return .fail(.wrongDirection) }
@@ -157,7 +157,7 @@ extension BlockDevice {
 
     // MARK: - FLUSH
 
-    private func flush(state: inout State) -> BlockCompletion {
+    private func flush(state: inout Serving) -> BlockCompletion {
         // A read-only disk has never been written through this descriptor: nothing to flush.
         guard !isReadOnly else { return .ok }
         // Journey 9: no lost writes. The guest's filesystem sends FLUSH just before it writes
@@ -172,8 +172,8 @@ extension BlockDevice {
         return completion
     }
 
-    /// `fdatasync`, sticky on failure (see `State.syncFailed`).
-    private func sync(state: inout State) -> SystemError? {
+    /// `fdatasync`, sticky on failure (see `Serving.syncFailed`).
+    private func sync(state: inout Serving) -> SystemError? {
         guard !state.syncFailed else { return SystemError(code: EIO) }
         if case let .failure(error) = file.fdatasync() {
             state.syncFailed = true
@@ -205,7 +205,7 @@ extension BlockDevice {
     }
 
     private func discardOrZero(_ request: BlockRequest, reader: ChainReader,
-                               state: inout State) -> BlockCompletion {
+                               state: inout Serving) -> BlockCompletion {
         let isDiscard = request.type == BlockRequestType.discard
         guard !isReadOnly else { return .fail(.readOnly) }
         guard state.features & (isDiscard ? BlockFeature.discard : BlockFeature.writeZeroes) != 0 else {
@@ -257,7 +257,7 @@ extension BlockDevice {
     /// Deallocates the range: punches a hole in a file, `BLKDISCARD`s a block device. A
     /// discard is a hint: where the filesystem or the device cannot do it the data simply
     /// stays, and the request still succeeds.
-    private func discard(_ range: Range, state: inout State) -> SystemError? {
+    private func discard(_ range: Range, state: inout Serving) -> SystemError? {
         guard !state.punchHoleUnsupported else { return nil }
         let done = file.isBlockDevice
             ? file.discardBlocks(offset: range.offset, length: range.length)
@@ -275,7 +275,7 @@ extension BlockDevice {
     /// Makes the range read back as zeros — not a hint: after OK, reads MUST return zeros.
     /// Cheapest first: punch a hole (only if the guest allowed unmapping), else ZERO_RANGE,
     /// else (tmpfs, some network filesystems) write real zeros.
-    private func zero(_ range: Range, state: inout State) -> SystemError? {
+    private func zero(_ range: Range, state: inout Serving) -> SystemError? {
         if range.unmap, !state.punchHoleUnsupported {
             switch file.fallocate(mode: FallocateMode.punchHole | FallocateMode.keepSize,
                                   offset: range.offset, length: range.length) {
