@@ -135,7 +135,7 @@ struct Run: VMCommand {
     var console: VMConfiguration.ConsoleKind = .serial
 
     @Option(help: ArgumentHelp("A raw disk image or a block device, optionally read-only or rate-limited (repeatable).",
-                               valueName: "PATH[,readonly][,bw=SIZE/MS[/BURST]][,ops=N/MS[/BURST]]"))
+                               valueName: "PATH[,readonly][,bw=SIZE/MS[/BURST]][,ops=N/MS[/BURST]][,poll=US]"))
     var disk: [String] = []
 
     @Option(help: ArgumentHelp("A network device on a TAP interface.", valueName: "tap=NAME[,mac=MAC]"))
@@ -195,26 +195,32 @@ struct Run: VMCommand {
 }
 
 extension BlockConfiguration {
-    /// The `--disk` option, `PATH[,readonly][,bw=SIZE/REFILL_MS[/BURST]][,ops=N/REFILL_MS[/BURST]]`
-    /// (`ro` for `readonly`).
+    /// The `--disk` option, `PATH[,readonly][,bw=SIZE/REFILL_MS[/BURST]][,ops=N/REFILL_MS[/BURST]][,poll=US]`
+    /// (`ro` for `readonly`; `poll=0` never polls the queue).
     public init(diskOption option: String) throws(CommandLineError) {
         var parts = option.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         let path = parts.removeFirst()
         var readOnly = false
         var limit = RateLimit.unlimited
+        var poll = BlockConfiguration.defaultPollMicroseconds
         for flag in parts {
             switch flag {
             case "readonly", "ro": readOnly = true
+            case _ where flag.hasPrefix("poll="):
+                guard let value = UInt32(flag.dropFirst(5)), value <= BlockConfiguration.maxPollMicroseconds else {
+                    throw CommandLineError("--disk \(option): poll= takes microseconds from 0 to \(BlockConfiguration.maxPollMicroseconds)")
+                }
+                poll = value
             default:
                 let known: Bool
                 do throws(RateLimitOptionError) { known = try limit.apply(flag: flag) } catch {
                     throw CommandLineError("--disk \(option): \(flag.prefix { $0 != "=" }): \(error)")
                 }
-                guard known else { throw CommandLineError("--disk \(option): unknown flag '\(flag)' (known: readonly, bw=, ops=)") }
+                guard known else { throw CommandLineError("--disk \(option): unknown flag '\(flag)' (known: readonly, bw=, ops=, poll=)") }
             }
         }
         if path.isEmpty { throw CommandLineError("--disk \(option): no image path") }
-        self.init(path: path, readOnly: readOnly, rateLimit: limit)
+        self.init(path: path, readOnly: readOnly, rateLimit: limit, pollMicroseconds: poll)
     }
 }
 

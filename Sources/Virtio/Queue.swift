@@ -251,6 +251,15 @@ public struct Queue: Sendable {
         }
     }
 
+    /// Whether the driver has published a request not taken yet: one load of `avail.idx`, which
+    /// changes nothing (a device polling the ring calls it in a loop). False for a disabled or
+    /// broken queue, or a ring outside guest memory (`popAvailable` reports that).
+    public func hasAvailable() -> Bool {
+        guard isEnabled, !isBroken else { return false }
+        guard let published = try? memory.loadAcquire16(at: availIndexAddress) else { return false }
+        return published != nextAvail
+    }
+
     /// Acquire-loads `avail.idx`.
     private mutating func loadAvailIndex() throws(VirtqueueError) -> UInt16 {
         do {

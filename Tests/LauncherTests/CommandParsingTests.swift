@@ -62,11 +62,23 @@ import Testing
     }
 
     @Test func badOptionValuesAreCommandLineErrorsNamingTheValue() {
-        #expect(throws: CommandLineError("--disk a.img,sideways: unknown flag 'sideways' (known: readonly, bw=, ops=)")) {
+        #expect(throws: CommandLineError("--disk a.img,sideways: unknown flag 'sideways' (known: readonly, bw=, ops=, poll=)")) {
             try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", "a.img,sideways"])
         }
         #expect(throws: CommandLineError.self) { try Lguest.configuration(from: ["--tunnet=1.2.3", "64", "k"]) }
         #expect(throws: CommandLineError.self) { try Lguest.configuration(from: ["run", "--kernel", "k", "--net", "bridge=br0"]) }
+    }
+
+    @Test func diskQueuePollingParses() throws {
+        let configuration = try Lguest.configuration(from: [
+            "run", "--kernel", "k", "--disk", "a.img", "--disk", "b.img,poll=0", "--disk", "c.img,ro,poll=250",
+        ])
+        #expect(configuration.disks.map(\.pollMicroseconds) == [BlockConfiguration.defaultPollMicroseconds, 0, 250])
+        for bad in ["a.img,poll=", "a.img,poll=-1", "a.img,poll=1001", "a.img,poll=fast"] {
+            #expect(throws: CommandLineError("--disk \(bad): poll= takes microseconds from 0 to 1000")) {
+                try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", bad])
+            }
+        }
     }
 
     @Test func diskRateLimitsParse() throws {

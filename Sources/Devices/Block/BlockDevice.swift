@@ -104,10 +104,12 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
         /// From the first failure on, every flush fails: the guest must not hear "stable" about
         /// writes that may be gone.
         var syncFailed = false
+        /// How long to watch the queue after a drain.
+        var poll: BlockQueuePoll
     }
 
     let state: Mutex<State>
-    let serving = Mutex(Serving())
+    let serving: Mutex<Serving>
     public let throttleTimer: ThrottleTimer
     let counters = Mutex(BlockStatistics())
 
@@ -118,6 +120,7 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
         guard timer.isUsable else { throw .system(path: configuration.path, errno: errno) }
         throttleTimer = timer
         state = Mutex(State(limiter: RateLimiter(configuration.rateLimit, clock: clock)))
+        serving = Mutex(Serving(poll: BlockQueuePoll(limitMicroseconds: configuration.pollMicroseconds)))
         var id = [UInt8](repeating: 0, count: Self.idBytes)
         if let serial = configuration.serial {
             let bytes = Array(serial.utf8)
@@ -249,16 +252,21 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
     }
 
     /// Drains the queue: every available request is served in order and completed, then the
-    /// guest gets (at most) one interrupt for the batch. Requests are served synchronously on
-    /// the calling thread (the I/O thread), one drain at a time; the queue's lock is taken only
-    /// to take a request and to publish its answer, so vCPU threads touching the device
-    /// (configuration reads, a reset) never wait behind a system call on the image.
+    /// guest gets (at most) one interrupt for the batch; then the queue is watched for a while
+    /// with the guest's kicks off (`BlockQueuePoll`), and what arrives is drained the same way.
+    /// Requests are served synchronously on the calling thread (the I/O thread), one drain at a
+    /// time; the queue's lock is taken only to take a request and to publish its answer, so vCPU
+    /// threads touching the device (configuration reads, a reset) never wait behind a system call
+    /// on the image.
     public func processQueue(_ index: Int) { serve(queue: index, woken: false) }
 
     /// What the drain does next.
     private enum Next {
         case serve(DescriptorChain)
         case skip
+        /// The queue is empty.
+        case empty
+        /// Held back by the limiter, overtaken by a reset, or broken.
         case stop
     }
 
@@ -270,27 +278,65 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
                 // Held back by the limiter: the timer will call; a kick meanwhile changes nothing.
                 if state.held != nil, !woken, throttleTimer.isArmed { return nil }
                 serving.features = state.features
+                if serving.poll.isEnabled { state.queues[index].disableNotifications() }
                 return state.generation
             }
             guard let generation = started else { return }
-            while case let .serve(chain) = next(queue: index, generation: generation) {
-                let used = serve(chain, state: &serving)
-                let go = state.withLock { state -> Bool in
+            while true {
+                let (served, last) = drain(queue: index, generation: generation, serving: &serving)
+                let current = state.withLock { state -> Bool in
                     guard state.generation == generation else { return false }
-                    do throws(VirtqueueError) {
-                        try state.queues[index].addUsed(head: chain.head, length: used)
-                    } catch {
-                        return !error.isStructural
-                    }
+                    state.queues[index].notifyGuestIfNeeded()
                     return true
                 }
-                if !go { break }
-            }
-            state.withLock { state in
-                guard state.generation == generation else { return }
-                state.queues[index].notifyGuestIfNeeded()
+                guard current, case .empty = last else { break }
+                if served > 0, serving.poll.isEnabled {
+                    let found = poll(queue: index, generation: generation, nanoseconds: serving.poll.nextWindow)
+                    serving.poll.record(found: found)
+                    if found { continue }
+                }
+                // Kicks on again; a request that slipped in before that is drained now.
+                let more = state.withLock { state -> Bool in
+                    guard state.generation == generation, serving.poll.isEnabled else { return false }
+                    return state.queues[index].enableNotifications()
+                }
+                if !more { break }
+                state.withLock { state in state.queues[index].disableNotifications() }
             }
         }
+    }
+
+    /// Serves requests until the queue is empty (or the drain must stop); returns how many.
+    private func drain(queue index: Int, generation: UInt64, serving: inout Serving) -> (Int, Next) {
+        var served = 0
+        while true {
+            let next = next(queue: index, generation: generation)
+            guard case let .serve(chain) = next else { return (served, next) }
+            let used = serve(chain, state: &serving)
+            served += 1
+            let go = state.withLock { state -> Bool in
+                guard state.generation == generation else { return false }
+                do throws(VirtqueueError) {
+                    try state.queues[index].addUsed(head: chain.head, length: used)
+                } catch {
+                    return !error.isStructural
+                }
+                return true
+            }
+            if !go { return (served, .stop) }
+        }
+    }
+
+    /// Watches `avail.idx` for up to `nanoseconds`: whether a request arrived.
+    private func poll(queue index: Int, generation: UInt64, nanoseconds: UInt64) -> Bool {
+        let deadline = BlockQueuePoll.now() + nanoseconds
+        repeat {
+            let found = state.withLock { state in
+                state.generation == generation && state.queues[index].hasAvailable()
+            }
+            if found { return true }
+        } while BlockQueuePoll.now() < deadline
+        return false
     }
 
     /// The next request to serve (the one the limiter held, or the next available), if the
@@ -305,7 +351,7 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
                         chain = held
                         state.held = nil
                     } else {
-                        guard let popped = try state.queues[index].popAvailable() else { return .stop }
+                        guard let popped = try state.queues[index].popAvailable() else { return .empty }
                         chain = popped
                     }
                 } catch {
