@@ -25,10 +25,10 @@ CACHE=${LGUEST_LAB_CACHE:-$HOME/.cache/lguest-lab}
 
 # What the lab installs from Debian, and the command each package provides.
 PACKAGES="qemu-system-x86 busybox-static cpio gzip acpica-tools gcc libc6-dev socat curl"
-# The kernel modules L2 needs: kvm for /dev/kvm, tun for the VMM's TAP devices, virtio and
-# squashfs for its disk (Lab/l2-disk.sh) (their
-# dependencies are resolved from the modules).
-L2_MODULES="irqbypass kvm kvm-amd tun virtio_pci virtio_blk squashfs"
+# The kernel modules L2 needs: kvm for /dev/kvm, tun for the VMM's TAP devices, vhost_net for
+# QEMU's vhost=on, loop to hand block devices to guests, virtio and squashfs for its disk
+# (Lab/l2-disk.sh). Their dependencies are resolved from the modules.
+L2_MODULES="irqbypass kvm kvm-amd tun vhost_net loop virtio_pci virtio_blk squashfs"
 # The modules a guest initramfs carries unless told otherwise: every virtio driver the VMM
 # offers over virtio-mmio, and pvpanic so that a guest panic reaches the VMM.
 # Programs of this host copied with their libraries into guest initramfs images (run --guest-tool).

@@ -6,6 +6,8 @@
 #           (the lab host's clock, from just before exec until the VMM exits: QEMU exits on the
 #           guest's first write to port 0x440 through isa-debug-exit, lguest powers off right
 #           after it); lguest's boot timer also reports the same moment from inside.
+#   exits   KVM's exit counters (debugfs, summed over the VM's vCPUs) for a boot to /init, by
+#           reason: lguest against QEMU, medians of RUNS boots each.
 #   memory  resident memory outside guest RAM, 128 MiB guest, all four virtio devices, once
 #           the guest has used each of them.
 #
@@ -71,6 +73,54 @@ first=$(grep 'vmm=lguest' "$LAB_TMP/boot.lines" | sed -n 's/.*first_kvm_run_ms=\
 theirs=$(grep 'vmm=qemu' "$LAB_TMP/boot.lines" | grep 'exit=3$' | sed 's/.* ms=\([0-9]*\).*/\1/' | median)
 ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "none" }')
 echo "LAB-BENCH-SUMMARY boot runs=$RUNS lguest_ms=$ours lguest_boot_timer_ms=$timer lguest_first_kvm_run_ms=$first qemu_ms=$theirs ratio=$ratio"
+
+# --- VM exits -------------------------------------------------------------------------------
+
+# KVM's counters of one VM (its debugfs directory PID-FD, which lives as long as the VM), summed
+# over its vCPUs: every exit, and the reasons KVM counts on this host.
+EXIT_COUNTERS="exits io_exits mmio_exits halt_exits irq_exits irq_window_exits nmi_window_exits request_irq_exits signal_exits insn_emulation hypercalls"
+mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null
+vm_exits() { # PID
+    for _dir in /sys/kernel/debug/kvm/"$1"-*; do
+        [ -d "$_dir" ] || continue
+        for _counter in $EXIT_COUNTERS; do
+            [ -r "$_dir/$_counter" ] && printf '%s=%s ' "$_counter" "$(cat "$_dir/$_counter")"
+        done
+        return 0
+    done
+    printf 'exits=none '
+}
+
+# exits NAME COMMAND...: boots the guest to /init (its LGUEST-BENCH at-init line) and prints the
+# VM's exit counters at that moment; then kills the VMM.
+exits() {
+    _name=$1
+    shift
+    "$@" </dev/null >"$LAB_TMP/$_name-exits.out" 2>"$LAB_TMP/$_name-exits.err" &
+    _pid=$!
+    lab_waitfor 240 grep -q 'LGUEST-BENCH at-init' "$LAB_TMP/$_name-exits.out"
+    echo "LAB-BENCH exits vmm=$_name $(vm_exits "$_pid")"
+    kill "$_pid" 2>/dev/null
+    wait "$_pid" 2>/dev/null
+}
+
+i=1
+while [ "$i" -le "$RUNS" ]; do
+    exits lguest "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" \
+        --cpus 1 --memory 256 --cmdline "$CMDLINE lguest.bench=exits"
+    exits qemu "$QEMU" -M microvm,acpi=on,pit=on,pic=on,rtc=on -enable-kvm -cpu host \
+        -m 256 -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
+        -kernel "$GUEST_KERNEL" -initrd "$INITRD" -append "$CMDLINE lguest.bench=exits"
+    i=$((i + 1))
+done | tee "$LAB_TMP/exits.lines"
+for vmm in lguest qemu; do
+    summary=
+    for counter in $EXIT_COUNTERS; do
+        m=$(grep "vmm=$vmm " "$LAB_TMP/exits.lines" | sed -n "s/.* $counter=\([0-9]*\).*/\1/p" | median)
+        summary="$summary $counter=$m"
+    done
+    echo "LAB-BENCH-SUMMARY exits vmm=$vmm runs=$RUNS$summary"
+done
 
 # --- memory ---------------------------------------------------------------------------------
 
