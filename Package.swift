@@ -39,6 +39,9 @@ let package = Package(
         .target(name: "KVM", dependencies: ["CKVM", "HostSystem", "GuestMemory", "Boot", "Snapshot"]),
         // Kernel image loaders: bzImage (64-bit boot protocol) and ELF vmlinux (PVH).
         .target(name: "Boot", dependencies: ["GuestMemory"]),
+        // Uncompressed kernels kept on disk by content hash: a bzImage expanded once, then its
+        // segments mapped into guest memory at every boot.
+        .target(name: "KernelCache", dependencies: ["Boot"]),
         // ACPI tables and the little AML writer that describes devices to the guest.
         .target(name: "Firmware", dependencies: ["GuestMemory"]),
         // Split virtqueues, the VirtioDevice protocol and the virtio-mmio transport.
@@ -48,7 +51,7 @@ let package = Package(
         // Seccomp filters built in Swift, no_new_privs and dropping capabilities.
         .target(name: "Sandbox", dependencies: ["CKVM"]),
         // A configuration value in, a running VM out.
-        .target(name: "Launcher", dependencies: ["KVM", "HostSystem", "Boot", "Firmware", "Virtio", "Devices", "GuestMemory", "Sandbox", "CKVM", "Snapshot"]),
+        .target(name: "Launcher", dependencies: ["KVM", "HostSystem", "Boot", "KernelCache", "Firmware", "Virtio", "Devices", "GuestMemory", "Sandbox", "CKVM", "Snapshot"]),
         // The embedding API: a `VirtualMachine` with a life cycle, over the Launcher.
         .target(name: "LguestKit", dependencies: ["Launcher", "Devices"]),
         // Firecracker's control plane: its HTTP API on a Unix socket and its configuration
@@ -82,7 +85,7 @@ let package = Package(
 
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "SnapshotTests", dependencies: ["Snapshot"]),
-        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "KernelCache", "GuestMemory", "TestSupport"]),
         .testTarget(name: "FirmwareTests", dependencies: ["Firmware", "GuestMemory"]),
         .testTarget(name: "VirtioTests", dependencies: ["Virtio", "VirtioTesting", "GuestMemory", "Snapshot"]),
         .testTarget(name: "DevicesTests", dependencies: ["Devices", "Virtio", "VirtioTesting", "GuestMemory", "TestSupport", "Snapshot"]),

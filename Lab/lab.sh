@@ -461,6 +461,8 @@ mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /dev/shm
 mount -t tmpfs tmpfs /run
+# lguest keeps expanded kernels here (its kernel cache), as it would in a user's ~/.cache.
+export XDG_CACHE_HOME=/run/cache
 up() { cut -d' ' -f1 /proc/uptime; }
 echo "LAB-L2-UP uptime=$(up)"
 load-modules

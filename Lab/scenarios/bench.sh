@@ -2,7 +2,8 @@
 # Benchmarks, side by side in one lab host: lguest against QEMU's microvm machine, booting the
 # same stock kernel, initrd and command line (Lab/guest/bench-init.sh), one vCPU each.
 #
-#   boot    process start to the guest's /init. Timed from outside for both VMMs the same way
+#   boot    process start to the guest's /init, lguest from its kernel cache and as a bzImage
+#           (--kernel-cache off). Timed from outside for both VMMs the same way
 #           (the lab host's clock, from just before exec until the VMM exits: QEMU exits on the
 #           guest's first write to port 0x440 through isa-debug-exit, lguest powers off right
 #           after it); lguest's boot timer also reports the same moment from inside.
@@ -37,12 +38,15 @@ run_timed() {
     TIMED_STATUS=$_status
 }
 
+# lguest_boot RUN [VARIANT CACHE]: lguest with its kernel cache (the default; the warm-up run
+# fills it), or as VARIANT with --kernel-cache CACHE.
 lguest_boot() {
-    run_timed "lguest-boot-$1" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" \
-        --cpus 1 --memory 256 --trace-boot --cmdline "$CMDLINE lguest.bench=boot"
-    timer=$(sed -n 's/.*boot timer: the guest wrote 0x1 at \([0-9.]*\) ms.*/\1/p' "$LAB_TMP/lguest-boot-$1.err")
-    first=$(sed -n 's/.*trace: first KVM_RUN at \([0-9.]*\) ms.*/\1/p' "$LAB_TMP/lguest-boot-$1.err")
-    echo "LAB-BENCH boot vmm=lguest run=$1 ms=$TIMED_MS exit=$TIMED_STATUS boot_timer_ms=${timer:-none} first_kvm_run_ms=${first:-none}"
+    _vmm=${2:-lguest}
+    run_timed "$_vmm-boot-$1" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" \
+        --cpus 1 --memory 256 --trace-boot ${3:+--kernel-cache "$3"} --cmdline "$CMDLINE lguest.bench=boot"
+    timer=$(sed -n 's/.*boot timer: the guest wrote 0x1 at \([0-9.]*\) ms.*/\1/p' "$LAB_TMP/$_vmm-boot-$1.err")
+    first=$(sed -n 's/.*trace: first KVM_RUN at \([0-9.]*\) ms.*/\1/p' "$LAB_TMP/$_vmm-boot-$1.err")
+    echo "LAB-BENCH boot vmm=$_vmm run=$1 ms=$TIMED_MS exit=$TIMED_STATUS boot_timer_ms=${timer:-none} first_kvm_run_ms=${first:-none}"
 }
 
 qemu_boot() {
@@ -64,15 +68,18 @@ qemu_boot 0 >/dev/null
 i=1
 while [ "$i" -le "$RUNS" ]; do
     lguest_boot "$i" | tee -a "$LAB_TMP/boot.lines"
+    lguest_boot "$i" lguest-bzimage off | tee -a "$LAB_TMP/boot.lines"
     qemu_boot "$i" | tee -a "$LAB_TMP/boot.lines"
     i=$((i + 1))
 done
-ours=$(grep 'vmm=lguest' "$LAB_TMP/boot.lines" | grep 'exit=0 ' | sed 's/.* ms=\([0-9]*\).*/\1/' | median)
-timer=$(grep 'vmm=lguest' "$LAB_TMP/boot.lines" | sed -n 's/.*boot_timer_ms=\([0-9.]*\).*/\1/p' | median)
-first=$(grep 'vmm=lguest' "$LAB_TMP/boot.lines" | sed -n 's/.*first_kvm_run_ms=\([0-9.]*\).*/\1/p' | median)
 theirs=$(grep 'vmm=qemu' "$LAB_TMP/boot.lines" | grep 'exit=3$' | sed 's/.* ms=\([0-9]*\).*/\1/' | median)
-ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "none" }')
-echo "LAB-BENCH-SUMMARY boot runs=$RUNS lguest_ms=$ours lguest_boot_timer_ms=$timer lguest_first_kvm_run_ms=$first qemu_ms=$theirs ratio=$ratio"
+for vmm in lguest lguest-bzimage; do
+    ours=$(grep "vmm=$vmm " "$LAB_TMP/boot.lines" | grep 'exit=0 ' | sed 's/.* ms=\([0-9]*\).*/\1/' | median)
+    timer=$(grep "vmm=$vmm " "$LAB_TMP/boot.lines" | sed -n 's/.*boot_timer_ms=\([0-9.]*\).*/\1/p' | median)
+    first=$(grep "vmm=$vmm " "$LAB_TMP/boot.lines" | sed -n 's/.*first_kvm_run_ms=\([0-9.]*\).*/\1/p' | median)
+    ratio=$(awk -v a="$ours" -v b="$theirs" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "none" }')
+    echo "LAB-BENCH-SUMMARY boot vmm=$vmm runs=$RUNS lguest_ms=$ours lguest_boot_timer_ms=$timer lguest_first_kvm_run_ms=$first qemu_ms=$theirs ratio=$ratio"
+done
 
 # --- VM exits -------------------------------------------------------------------------------
 
@@ -108,12 +115,14 @@ i=1
 while [ "$i" -le "$RUNS" ]; do
     exits lguest "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" \
         --cpus 1 --memory 256 --cmdline "$CMDLINE lguest.bench=exits"
+    exits lguest-bzimage "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" \
+        --cpus 1 --memory 256 --kernel-cache off --cmdline "$CMDLINE lguest.bench=exits"
     exits qemu "$QEMU" -M microvm,acpi=on,pit=on,pic=on,rtc=on -enable-kvm -cpu host \
         -m 256 -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
         -kernel "$GUEST_KERNEL" -initrd "$INITRD" -append "$CMDLINE lguest.bench=exits"
     i=$((i + 1))
 done | tee "$LAB_TMP/exits.lines"
-for vmm in lguest qemu; do
+for vmm in lguest lguest-bzimage qemu; do
     summary=
     for counter in $EXIT_COUNTERS; do
         m=$(grep "vmm=$vmm " "$LAB_TMP/exits.lines" | sed -n "s/.* $counter=\([0-9]*\).*/\1/p" | median)
@@ -163,7 +172,9 @@ measure() {
     ip link delete "$_tap" 2>/dev/null || tunctl -d "$_tap" >/dev/null
 }
 
-measure lguest lgbench0 "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --cpus 1 --memory 128 \
+# --kernel-cache off: a cached kernel's segments are mapped over parts of guest RAM, which would
+# cut RAM into mappings smaller than the guest and count them as lguest's own.
+measure lguest lgbench0 "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --cpus 1 --memory 128 --kernel-cache off \
     --console virtio --disk "$LAB_TMP/lguest.img" --net tap=lgbench0 --rng \
     --cmdline "$CMDLINE lguest.bench=memory lguest.host=$HOST"
 

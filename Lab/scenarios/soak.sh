@@ -20,7 +20,8 @@ md5sum <"$WWW/blob" | cut -d' ' -f1 >"$WWW/blob.md5"
 httpd -f -p 8080 -h "$WWW" &
 httpd=$!
 
-# rss PID: "OWN_KB:TOTAL_KB"; guest memory is lguest's largest mapping.
+# rss PID: "OWN_KB:TOTAL_KB"; guest memory is lguest's largest mapping (whole because the VMs
+# boot with --kernel-cache off: a cached kernel is mapped over parts of guest RAM, cutting it up).
 rss() {
     awk '/^Size:/ { size = $2 }
          /^Rss:/ { total += $2; if (size > largest) { largest = size; guest = $2 } }
@@ -36,7 +37,7 @@ while [ "$i" -le "$VMS" ]; do
     ip link set "lgsoak$i" up
     dd if=/dev/zero of="$LAB_TMP/disk.$i" bs=1048576 count=2 2>/dev/null
     echo "$(lab_uptime)" >"$LAB_TMP/start.$i"
-    timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --memory 128 \
+    timeout -k 5 "$LAB_RUN_TIMEOUT" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --memory 128 --kernel-cache off \
         --disk "$LAB_TMP/disk.$i" --net "tap=lgsoak$i,mac=06:00:c6:12:00:0$i" --rng \
         --cmdline "console=ttyS0 quiet panic=-1 lguest.soak=$i lguest.seconds=$SECONDS_" \
         </dev/null >"$LAB_TMP/console.$i" 2>"$LAB_TMP/err.$i" &

@@ -154,12 +154,15 @@ struct ElfKernel {
         }
     }
 
-    /// Copies each segment into guest memory and zeroes its bss. Call `checkPlacement` first.
-    func load(from image: UnsafeRawBufferPointer, into memory: GuestMemory) throws(BootError) {
+    /// Copies each segment into guest memory (or has `map` put it there) and zeroes its bss.
+    /// Call `checkPlacement` first.
+    func load(from image: UnsafeRawBufferPointer, into memory: GuestMemory, map: SegmentMapper? = nil) throws(BootError) {
         for segment in segments {
             // Both ranges were checked when the image was parsed and placed.
             let start = Int(segment.fileOffset)
-            try memory.bootWrite(UnsafeRawBufferPointer(rebasing: image[start..<(start + Int(segment.fileSize))]), at: segment.address)
+            if map?(segment.fileOffset, segment.fileSize, segment.address) != true {
+                try memory.bootWrite(UnsafeRawBufferPointer(rebasing: image[start..<(start + Int(segment.fileSize))]), at: segment.address)
+            }
             try memory.bootZero(at: segment.address + segment.fileSize,
                                 length: segment.memorySize - segment.fileSize)
         }

@@ -28,10 +28,16 @@ public func loadKernel(image: [UInt8], initrd: [UInt8]?, commandLine: String, rs
     return try result.get()
 }
 
+/// Puts `length` bytes of the kernel's file, from `fileOffset`, into guest memory at `address`
+/// some cheaper way than a copy (a private mapping of the file) and returns true, or returns
+/// false to have them copied. Called for the segments of an ELF kernel only.
+public typealias SegmentMapper = (_ fileOffset: UInt64, _ length: UInt64, _ address: GuestAddress) -> Bool
+
 /// The same, for images the caller holds in memory of its own (a file read at start-up): the
-/// bytes are only read, and only while this runs.
+/// bytes are only read, and only while this runs. `map` may place an ELF kernel's segments.
 public func loadKernel(image: UnsafeRawBufferPointer, initrd: UnsafeRawBufferPointer?, commandLine: String,
-                       rsdp: GuestAddress?, into memory: GuestMemory) throws(BootError) -> BootEntry {
+                       rsdp: GuestAddress?, into memory: GuestMemory,
+                       map: SegmentMapper? = nil) throws(BootError) -> BootEntry {
     guard !image.isEmpty else { throw .emptyImage }
     guard memory.contains(GuestAddress(0), length: Layout.firmwareHoleEnd.rawValue) else { throw .lowMemoryMissing }
     let e820 = try E820Entry.map(for: memory)
@@ -40,7 +46,7 @@ public func loadKernel(image: UnsafeRawBufferPointer, initrd: UnsafeRawBufferPoi
     if ElfKernel.isELF(image) {
         let kernel = try ElfKernel(image: image)
         return try load(elf: kernel, image: image, initrd: initrd, commandLine: commandLine,
-                        rsdp: rsdp, e820: e820, into: memory)
+                        rsdp: rsdp, e820: e820, into: memory, map: map)
     }
     let header = try SetupHeader(image: image)
     return try load(bzImage: header, image: image, initrd: initrd, commandLine: commandLine,
@@ -103,7 +109,8 @@ private func load(bzImage header: SetupHeader, image: UnsafeRawBufferPointer, in
 let elfCommandLineMaximum = 2047
 
 private func load(elf kernel: ElfKernel, image: UnsafeRawBufferPointer, initrd: UnsafeRawBufferPointer?, commandLine: String,
-                  rsdp: GuestAddress?, e820: [E820Entry], into memory: GuestMemory) throws(BootError) -> BootEntry {
+                  rsdp: GuestAddress?, e820: [E820Entry], into memory: GuestMemory,
+                  map: SegmentMapper?) throws(BootError) -> BootEntry {
     try kernel.checkPlacement(in: memory)
     let commandLineBytes = try checkedCommandLine(commandLine, maximum: elfCommandLineMaximum)
     let initrdPlacement = try initrd.map { (bytes) throws(BootError) in
@@ -112,7 +119,7 @@ private func load(elf kernel: ElfKernel, image: UnsafeRawBufferPointer, initrd: 
     }
     let initrdRange = initrdPlacement.map { ($0, UInt64(initrd?.count ?? 0)) }
 
-    try kernel.load(from: image, into: memory)
+    try kernel.load(from: image, into: memory, map: map)
     try writeCommandLine(commandLineBytes, into: memory)
     if let initrd, let initrdPlacement { try memory.bootWrite(initrd, at: initrdPlacement) }
 

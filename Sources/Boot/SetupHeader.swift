@@ -20,6 +20,8 @@ public struct SetupHeader: Equatable, Sendable {
         static let relocatable: UInt64 = 0x234
         static let xloadFlags: UInt64 = 0x236
         static let commandLineSize: UInt64 = 0x238
+        static let payloadOffset: UInt64 = 0x248
+        static let payloadLength: UInt64 = 0x24C
         static let preferredAddress: UInt64 = 0x258
         static let initSize: UInt64 = 0x260
     }
@@ -56,6 +58,10 @@ public struct SetupHeader: Equatable, Sendable {
     public let initSize: UInt32
     /// Bytes of protected-mode kernel in the file: everything after the setup sectors.
     public let kernelSize: Int
+    /// payload_offset and payload_length: the compressed kernel inside the protected-mode part
+    /// (offset from its start), as the decompressor finds it.
+    public let payloadOffset: UInt32
+    public let payloadLength: UInt32
 
     /// Number of 512-byte setup sectors after the boot sector (setup_sects, with 0 read as 4).
     public var setupSectors: Int { setupSectorsField == 0 ? 4 : Int(setupSectorsField) }
@@ -112,6 +118,8 @@ public struct SetupHeader: Equatable, Sendable {
         commandLineSize = file.u32(Offset.commandLineSize) ?? 0
         preferredAddress = file.u64(Offset.preferredAddress) ?? 0
         initSize = file.u32(Offset.initSize) ?? 0
+        payloadOffset = file.u32(Offset.payloadOffset) ?? 0
+        payloadLength = file.u32(Offset.payloadLength) ?? 0
 
         guard loadFlags & 0x01 != 0 else { throw .notLoadedHigh }
         guard xloadFlags & 0x01 != 0 else { throw .no64BitEntry }
@@ -130,6 +138,16 @@ public struct SetupHeader: Equatable, Sendable {
         if relocatable {
             guard kernelAlignment.nonzeroBitCount == 1 else { throw .badKernelAlignment(kernelAlignment) }
         }
+    }
+
+    /// The compressed kernel of `image` (the file this header was read from): payload_length
+    /// bytes from payload_offset into the protected-mode part, or nil if they are not all there.
+    public func payload(in image: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer? {
+        let start = UInt64(protectedModeOffset) + UInt64(payloadOffset)
+        guard payloadLength > 0, let bytes = ImageBytes(image).slice(offset: start, length: UInt64(payloadLength)) else {
+            return nil
+        }
+        return bytes
     }
 
     /// Where the kernel will run: a relocatable kernel's `startup_64` (head_64.S) aligns its load

@@ -1,4 +1,5 @@
 import CKVM
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -87,6 +88,10 @@ public final class GuestMemory: @unchecked Sendable {
     init(mapped regions: [GuestRegion]) {
         self.regions = regions
     }
+
+    /// Ranges where a file is mapped privately over the anonymous RAM (`mapPrivately`): a
+    /// discard there must not bring the file's bytes back.
+    let fileMappedRanges = Mutex<[(start: GuestAddress, end: GuestAddress)]>([])
 
     /// `layout` sorted by address, once each region is page-aligned, non-empty, inside the
     /// address space and clear of the others.
@@ -271,6 +276,14 @@ public final class GuestMemory: @unchecked Sendable {
         guard length > 0 else { return }
         // Safe: the range was checked above and lies inside one of our mappings; its host
         // address is page-aligned because regions start on page boundaries of 2 MiB-aligned maps.
+        if overlapsFileMapping(address, length: length) {
+            // Dropping a private file page would bring the file's bytes back; fresh anonymous
+            // pages over the range read as zeroes, as promised.
+            guard mmap(p, Int(length), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0) == p else {
+                throw .discardFailed(address: address, length: length, errno: errno)
+            }
+            return
+        }
         let advice = backing == .sharedFile ? MADV_REMOVE : MADV_DONTNEED
         guard madvise(p, Int(length), advice) == 0 else {
             throw .discardFailed(address: address, length: length, errno: errno)

@@ -33,6 +33,19 @@ public struct VMConfiguration: Sendable, Equatable {
     /// Once set up, run every thread under its seccomp filter, without capabilities
     /// (docs/Sandbox.md). Off only for debugging.
     public var sandbox: Bool
+    /// Where uncompressed kernels are kept (`KernelCache`), if anywhere.
+    public var kernelCache: KernelCacheChoice = .user
+
+    public enum KernelCacheChoice: Sendable, Equatable {
+        /// Boot every bzImage as it is: the guest expands it.
+        case off
+        /// `$XDG_CACHE_HOME/lguest/kernels` (or `~/.cache/lguest/kernels`); off with neither.
+        case user
+        /// The kernel's own directory.
+        case besideKernel
+        /// This directory.
+        case directory(String)
+    }
 
     public enum ConsoleKind: String, Sendable, Equatable, CaseIterable {
         /// The 16550 UART on COM1 (`console=ttyS0`).

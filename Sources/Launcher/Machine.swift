@@ -176,11 +176,18 @@ public final class Machine: Sendable {
             if configuration.virtioOnCommandLine, !windows.isEmpty {
                 commandLine += (commandLine.isEmpty ? "" : " ") + VirtioWiring.commandLineDevices(windows)
             }
+            // A bzImage expanded once and kept (KernelCache) boots from its uncompressed kernel,
+            // mapped in; anything else, or a cache that cannot be used, boots as it is.
+            let cached = KernelCaching.uncompressed(kernel, configuration: configuration)
             do {
                 // The files' bytes are borrowed, so the files must outlive the copy into the guest.
-                entry = try withExtendedLifetime((kernel, initrd)) { () throws(BootError) in
-                    try loadKernel(image: kernel.bytes, initrd: initrd?.bytes, commandLine: commandLine,
-                                   rsdp: rsdp, into: memory)
+                entry = try withExtendedLifetime((kernel, initrd, cached)) { () throws(BootError) in
+                    if let cached {
+                        return try loadKernel(image: cached.elf, initrd: initrd?.bytes, commandLine: commandLine,
+                                              rsdp: rsdp, into: memory, map: KernelCaching.mapper(cached, into: memory))
+                    }
+                    return try loadKernel(image: kernel.bytes, initrd: initrd?.bytes, commandLine: commandLine,
+                                          rsdp: rsdp, into: memory)
                 }
             } catch { throw .kernel(path: configuration.kernelPath, error) }
         }

@@ -159,6 +159,10 @@ struct Run: VMCommand {
     @Flag(help: "Print when each step of the boot happens, in ms since lguest started.")
     var traceBoot = false
 
+    @Option(help: ArgumentHelp("Where a bzImage with an LZ4 payload is kept expanded, so later boots map it instead of the guest expanding it again: the user's cache ($XDG_CACHE_HOME/lguest/kernels, the default), the kernel's own directory (beside), a directory, or off (the guest expands it every time, with KASLR).",
+                               valueName: "beside|off|DIR"))
+    var kernelCache: String?
+
     @Flag(help: "Also name the virtio devices on the kernel command line (virtio_mmio.device=), for kernels that cannot read them from ACPI.")
     var virtioCmdline = false
 
@@ -179,6 +183,16 @@ struct Run: VMCommand {
             disks: disks, networks: networks, rng: rng, sandbox: !noSandbox)
         configuration.traceBoot = traceBoot
         configuration.virtioOnCommandLine = virtioCmdline
+        switch kernelCache {
+        case nil: configuration.kernelCache = .user
+        case "off": configuration.kernelCache = .off
+        case "beside": configuration.kernelCache = .besideKernel
+        case let path?:
+            guard path.hasPrefix("/") || path.hasPrefix(".") else {
+                throw CommandLineError("--kernel-cache \(path): give beside, off or a directory (an absolute or ./ path)")
+            }
+            configuration.kernelCache = .directory(path)
+        }
         for option in share { configuration.shares.append(try FsShareConfiguration(shareOption: option)) }
         if let vsock {
             do throws(VsockError) { configuration.vsock = try VsockConfiguration(option: vsock) }

@@ -21,9 +21,21 @@ struct SyntheticBzImage {
     var kernelSize = 0x1000
     /// Overrides syssize; by default it matches `kernelSize`.
     var systemSize: UInt32?
+    /// A compressed kernel placed at payload_offset 0x400 of the protected-mode part (which
+    /// grows to hold it), with payload_length set; none by default.
+    var payload: [UInt8]?
 
-    /// The protected-mode part: byte i is (i * 7 + 3) & 0xFF.
-    var kernel: [UInt8] { (0..<kernelSize).map { UInt8(truncatingIfNeeded: $0 * 7 + 3) } }
+    /// The protected-mode part: byte i is (i * 7 + 3) & 0xFF, with the payload at 0x400.
+    var kernel: [UInt8] {
+        var bytes = (0..<kernelSize).map { UInt8(truncatingIfNeeded: $0 * 7 + 3) }
+        if let payload {
+            if bytes.count < 0x400 + payload.count { bytes += [UInt8](repeating: 0, count: 0x400 + payload.count - bytes.count) }
+            bytes.replaceSubrange(0x400 ..< 0x400 + payload.count, with: payload)
+            // Whole 16-byte paragraphs, as syssize counts them.
+            bytes += [UInt8](repeating: 0, count: (16 - bytes.count % 16) % 16)
+        }
+        return bytes
+    }
 
     var setupLength: Int { (Int(setupSectors == 0 ? 4 : setupSectors) + 1) * 512 }
 
@@ -33,7 +45,7 @@ struct SyntheticBzImage {
             for i in 0..<MemoryLayout<T>.size { image[offset + i] = UInt8(truncatingIfNeeded: value >> (8 * i)) }
         }
         put(setupSectors, 0x1F1)
-        put(systemSize ?? UInt32((kernelSize + 15) / 16), 0x1F4)
+        put(systemSize ?? UInt32((kernel.count + 15) / 16), 0x1F4)
         put(bootFlag, 0x1FE)
         put(UInt8(0xEB), 0x200)
         put(jumpLength, 0x201)
@@ -49,6 +61,10 @@ struct SyntheticBzImage {
         put(commandLineSize, 0x238)
         put(preferredAddress, 0x258)
         put(initSize, 0x260)
+        if let payload {
+            put(UInt32(0x400), 0x248)
+            put(UInt32(payload.count), 0x24C)
+        }
         // Something past the header end, which must not be copied into the zero page.
         put(UInt32(0xDEAD_BEEF), 0x280)
         return image + kernel
@@ -68,6 +84,8 @@ struct SyntheticELF {
     var entry: UInt64 = 0x20_0000
     /// Adds a Xen PHYS32_ENTRY note with this address.
     var pvhEntry: UInt32?
+    /// Start each segment's bytes on a 4 KiB boundary of the file.
+    var pageAlignedSegments = false
     var elfClass: UInt8 = 2
     var machine: UInt16 = 62
     var type: UInt16 = 2
@@ -119,6 +137,8 @@ struct SyntheticELF {
             image += note
         }
         for segment in segments {
+            // As a linker lays out a real vmlinux: each segment's bytes page-aligned in the file.
+            if pageAlignedSegments { image += [UInt8](repeating: 0, count: (4096 - image.count % 4096) % 4096) }
             programHeader(type: 1, offset: image.count, address: segment.address,
                           fileSize: segment.data.count, memorySize: segment.memorySize)
             image += segment.data

@@ -2,7 +2,7 @@
 //
 // One run of Lab/scenarios/boot.sh serves every test here: lab.sh boots the lab host once (or,
 // on a host with hardware-virtualized /dev/kvm, runs the scenario directly), and the scenario
-// runs lguest three times. Each test reads its own run's markers from the serial log; the guest's
+// runs lguest four times. Each test reads its own run's markers from the serial log; the guest's
 // /init (Lab/guest/check-init.sh) reports what the guest itself saw in an LGUEST-CHECK line.
 //
 // Environment:
@@ -26,6 +26,22 @@ struct LabTests {
         expectMemoryNear256MiB(check, run)
         #expect(check.cmdline == "console=ttyS0 quiet panic=0 lguest.action=poweroff lguest.tag=modern",
                 "the guest's /proc/cmdline must be exactly --cmdline\n\(run.context)")
+        expectCleanLog(run)
+        // The first boot of the lab host: the bzImage was expanded into the kernel cache.
+        #expect(run.lines.contains { $0.contains("trace: kernel expanded into the cache, /run/cache/lguest/kernels/") },
+                "the modern run should have booted through the kernel cache\n\(run.context)")
+    }
+
+    @Test("a bzImage booted as it is (--kernel-cache off) expands itself and reaches /init the same")
+    func bzImageAsItIs() async throws {
+        let run = try await BootScenario.run("bzimage")
+        #expect(run.exitStatus == 0, "lguest run should exit 0 after the guest's poweroff\n\(run.context)")
+        let check = try run.requireCheck()
+        #expect(check.cpus == 1)
+        expectMemoryNear256MiB(check, run)
+        #expect(check.cmdline == "console=ttyS0 quiet panic=0 lguest.action=poweroff lguest.tag=bzimage", "\(run.context)")
+        #expect(!run.lines.contains { $0.contains("trace: kernel") && $0.contains("cache") },
+                "--kernel-cache off must not touch the cache\n\(run.context)")
         expectCleanLog(run)
     }
 
@@ -176,7 +192,7 @@ struct LabFailure: Error, CustomStringConvertible {
     var description: String
 }
 
-/// The boot checks: modern, classic and panic runs.
+/// The boot checks: modern, bzimage, classic and panic runs.
 let BootScenario = LabScenario(name: "boot", guestInit: "check-init.sh")
 /// The reboot checks: one run per method (default, k, a, t, e, b), named reboot-METHOD.
 let RebootScenario = LabScenario(name: "reboot", guestInit: "check-init.sh")

@@ -17,11 +17,16 @@ public enum Tool {
         public var stderrLines: [Substring] { stderr.split(separator: "\n", omittingEmptySubsequences: true) }
     }
 
-    /// Runs lguest with `arguments`, standard input from /dev/null, and a time limit.
-    public static func run(_ arguments: [String], timeout: TimeInterval = 60) throws -> Result {
+    /// Runs lguest with `arguments`, standard input from /dev/null, and a time limit;
+    /// `environment` adds to (or replaces) variables of ours.
+    public static func run(_ arguments: [String], timeout: TimeInterval = 60,
+                           environment: [String: String] = [:]) throws -> Result {
         let process = Process()
         process.executableURL = binary
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardInput = FileHandle.nullDevice
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
