@@ -120,15 +120,16 @@ public enum LZ4Legacy {
             guard distance > 0, distance <= o else { throw .badDistance(at: base + i) }
             let match = try length(token & 15) + 4
             guard match <= outputEnd - o else { throw .tooLarge(at: base + i) }
-            // Byte by byte where the match overlaps what it writes (a distance shorter than the
-            // match repeats a pattern); in one copy where it does not.
-            if distance >= match {
-                (target + o).copyMemory(from: UnsafeRawPointer(target + o - distance), byteCount: match)
-            } else {
-                for k in 0 ..< match {
-                    target.storeBytes(of: target.load(fromByteOffset: o - distance + k, as: UInt8.self),
-                                      toByteOffset: o + k, as: UInt8.self)
-                }
+            // A distance shorter than the match repeats a pattern of `distance` bytes. Each copy
+            // below takes from `distance` back of the match's start as much as has been written
+            // since (a whole number of patterns): d, 2d, 4d... bytes, never overlapping what it
+            // writes. A distance as long as the match is one copy.
+            let source = UnsafeRawPointer(target + o - distance)
+            var copied = 0
+            while copied < match {
+                let step = min(copied + distance, match - copied)
+                (target + o + copied).copyMemory(from: source, byteCount: step)
+                copied += step
             }
             o += match
         }

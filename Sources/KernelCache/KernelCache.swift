@@ -14,8 +14,8 @@ import Glibc
 /// and every VM booted from one kernel shares its pages through the page cache.
 ///
 /// An entry is never trusted for its name: it is used only if its header says it was made from
-/// a bzImage of exactly this size and both hashes, by this format version, and its length is
-/// what the header says. Anything else is rebuilt. Entries are written to a temporary file,
+/// a bzImage of exactly this size and hash, by this format version, and its length is what the
+/// header says. Anything else is rebuilt. Entries are written to a temporary file,
 /// synced and renamed into place, so a crash never leaves half an entry under a real name.
 public struct KernelCache: Sendable {
     /// The directory holding the entries.
@@ -118,33 +118,30 @@ public struct KernelCache: Sendable {
     }
 }
 
-/// What names an entry: the bzImage's size and two XXH64s of it (128 bits together).
+/// What names an entry: the bzImage's size and its XXH64. One pass over the kernel at every
+/// boot, a few milliseconds at most; 64 bits and the size keep two kernels apart.
 struct EntryKey: Equatable {
     let size: UInt64
-    let hash: (UInt64, UInt64)
+    let hash: UInt64
 
     init(image: UnsafeRawBufferPointer) {
         size = UInt64(image.count)
-        hash = (ContentHash.xxh64(image, seed: 0), ContentHash.xxh64(image, seed: 0x6C67_7565_7374))
+        hash = ContentHash.xxh64(image)
     }
 
-    init(size: UInt64, hash: (UInt64, UInt64)) {
+    init(size: UInt64, hash: UInt64) {
         self.size = size
         self.hash = hash
     }
 
-    static func == (a: EntryKey, b: EntryKey) -> Bool { a.size == b.size && a.hash == b.hash }
-
     var fileName: String {
-        func hex(_ value: UInt64) -> String {
-            let digits = String(value, radix: 16)
-            return String(repeating: "0", count: 16 - digits.count) + digits
-        }
-        return hex(hash.0) + hex(hash.1) + ".vmlinux"
+        let digits = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits + "-\(size).vmlinux"
     }
 }
 
-/// An entry's first page: magic, version, the key it was made from, the vmlinux's length.
+/// An entry's first page: magic, version, the key it was made from (size, hash, a reserved
+/// word), the vmlinux's length.
 struct EntryHeader {
     let key: EntryKey
     let length: UInt64
@@ -157,8 +154,8 @@ struct EntryHeader {
         put(KernelCache.version)
         put(UInt32(0))
         put(key.size)
-        put(key.hash.0)
-        put(key.hash.1)
+        put(key.hash)
+        put(UInt64(0))
         put(length)
         return out
     }
@@ -168,7 +165,7 @@ struct EntryHeader {
         guard bytes.count >= 48, bytes.starts(with: KernelCache.magic) else { return nil }
         func get<T: FixedWidthInteger>(_ at: Int, _: T.Type) -> T { T(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: T.self)) }
         guard get(8, UInt32.self) == KernelCache.version else { return nil }
-        key = EntryKey(size: get(16, UInt64.self), hash: (get(24, UInt64.self), get(32, UInt64.self)))
+        key = EntryKey(size: get(16, UInt64.self), hash: get(24, UInt64.self))
         length = get(40, UInt64.self)
     }
 

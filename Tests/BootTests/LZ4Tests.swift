@@ -44,6 +44,12 @@ func frame(_ block: [UInt8], size: Int) -> [UInt8] {
         // "a", then a match of 15 + 10 + 4 = 29 from 1 back, then the literals "z".
         let long = frame([0x1F, 0x61, 0x01, 0x00, 10, 0x10, 0x7A], size: 31)
         #expect(try expand(long, size: 31) == Array(repeating: UInt8(ascii: "a"), count: 30) + [UInt8(ascii: "z")])
+        // A pattern of 2 repeated over a long match (2 + 15 + 40 + 4 = 61 bytes in all), and a
+        // run of one byte: the copies double until the match is done.
+        let pattern = frame([0x2F, 0x61, 0x62, 0x02, 0x00, 40], size: 61)
+        #expect(try expand(pattern, size: 61) == Array(String(repeating: "ab", count: 31).utf8.prefix(61)))
+        let run = frame([0x1F, 0x78, 0x01, 0x00, 255, 100], size: 1 + 15 + 255 + 100 + 4)
+        #expect(try expand(run, size: 375) == [UInt8](repeating: 0x78, count: 375))
         // A distance as long as the match: one straight copy.
         #expect(try expand(frame([0x40, 0x31, 0x32, 0x33, 0x34, 0x04, 0x00], size: 8), size: 8) == Array("12341234".utf8))
     }
