@@ -52,20 +52,57 @@ public struct KernelCache: Sendable {
     }
 
     /// The uncompressed kernel for the bzImage `image`, from the cache or expanded now and kept.
-    public func kernel(for image: UnsafeRawBufferPointer) -> (CachedKernel?, Outcome) {
+    /// With the `identity` of the file it was read from, the entry is also linked under that
+    /// identity, so that the next boot of the same file finds it without reading it (`lookup`).
+    public func kernel(for image: UnsafeRawBufferPointer, identity: FileIdentity? = nil) -> (CachedKernel?, Outcome) {
         guard let header = try? SetupHeader(image: image), let payload = header.payload(in: image),
               LZ4Legacy.isLZ4(payload), let expanded = LZ4Legacy.expandedSize(payload),
               expanded > 64, expanded <= Self.maximumExpandedSize else { return (nil, .notExpandable) }
         let key = EntryKey(image: image)
         let path = directory + "/" + key.fileName
-        if let kernel = CachedKernel.open(path: path, key: key) { return (kernel, .found(path: path)) }
+        if let kernel = CachedKernel.open(path: path, key: key) {
+            if let identity { link(identity, to: key) }
+            return (kernel, .found(path: path))
+        }
         if let why = build(path: path, key: key, payload: payload, expandedSize: expanded) {
             return (nil, .unavailable(why))
         }
         guard let kernel = CachedKernel.open(path: path, key: key) else {
             return (nil, .unavailable("the entry just written to \(path) did not read back"))
         }
+        if let identity { link(identity, to: key) }
         return (kernel, .built(path: path))
+    }
+
+    /// The entry of the kernel file whose identity this is, if a boot of that very file made or
+    /// found one: no byte of the kernel is read. The file's identity changes with every write to
+    /// it (its ctime), so a kernel rewritten in place is looked up by content again.
+    public func lookup(_ identity: FileIdentity) -> (CachedKernel, path: String)? {
+        let link = directory + "/by-file/" + identity.name
+        var buffer = [CChar](repeating: 0, count: 256)
+        let count = readlink(link, &buffer, buffer.count - 1)
+        guard count > 0 else { return nil }
+        let target = String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        // Only an entry's own name, in the directory above the links.
+        guard target.hasPrefix("../") else { return nil }
+        let name = String(target.dropFirst(3))
+        guard !name.contains("/"), name.hasSuffix("-\(identity.size).vmlinux"),
+              let hash = UInt64(name.prefix(16), radix: 16) else { return nil }
+        let key = EntryKey(size: identity.size, hash: hash)
+        guard key.fileName == name, let kernel = CachedKernel.open(path: directory + "/" + name, key: key) else { return nil }
+        return (kernel, directory + "/" + name)
+    }
+
+    /// Records that the file with `identity` is the kernel `key` names: a symbolic link, made
+    /// under a temporary name and renamed into place. Best effort: without it the next boot
+    /// reads and hashes the kernel again.
+    private func link(_ identity: FileIdentity, to key: EntryKey) {
+        let links = directory + "/by-file"
+        guard Self.makeDirectories(links) == nil else { return }
+        let temporary = "\(links)/.\(identity.name).\(getpid()).tmp"
+        unlink(temporary)
+        guard symlink("../" + key.fileName, temporary) == 0 else { return }
+        if rename(temporary, links + "/" + identity.name) != 0 { unlink(temporary) }
     }
 
     /// Expands `payload` into a new entry at `path`; nil, or why not.
@@ -116,6 +153,30 @@ public struct KernelCache: Sendable {
         }
         return nil
     }
+}
+
+/// Which file a kernel is, as the file system tells: device, inode, size, and the times of its
+/// last change of content and of metadata, to the nanosecond. Any write changes the last.
+public struct FileIdentity: Sendable, Equatable {
+    public let device: UInt64
+    public let inode: UInt64
+    public let size: UInt64
+    public let modified: Int64
+    public let changed: Int64
+
+    /// The identity of the regular file at `path`; nil for anything else.
+    public init?(path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_size > 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+        size = UInt64(info.st_size)
+        modified = Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec)
+        changed = Int64(info.st_ctim.tv_sec) * 1_000_000_000 + Int64(info.st_ctim.tv_nsec)
+    }
+
+    /// The name of its link in the cache.
+    var name: String { "\(device)-\(inode)-\(size)-\(modified)-\(changed)" }
 }
 
 /// What names an entry: the bzImage's size and its XXH64. One pass over the kernel at every

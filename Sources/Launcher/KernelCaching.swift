@@ -5,23 +5,52 @@ import KernelCache
 import Glibc
 #endif
 
+/// The kernel a machine boots: an entry of the kernel cache (an uncompressed kernel to map), or
+/// the file's own bytes, read into memory.
+final class KernelSource {
+    let cached: CachedKernel?
+    let file: LoadedFile?
+
+    /// Looks the kernel up in the cache the configuration names: by the file's identity first
+    /// (a kernel booted before is not even read), then by its content, expanding it if need be.
+    /// A kernel that cannot be read is an error here, as it always was; a cache that cannot be
+    /// used is not.
+    init(configuration: VMConfiguration) throws(LaunchError) {
+        let path = configuration.kernelPath
+        guard let directory = KernelCaching.directory(for: configuration) else {
+            cached = nil
+            file = try LoadedFile(path: path, what: "kernel")
+            return
+        }
+        let cache = KernelCache(directory: directory)
+        let before = FileIdentity(path: path)
+        if let before, let (kernel, entry) = cache.lookup(before) {
+            KernelCaching.trace(.found(path: entry), configuration)
+            cached = kernel
+            file = nil
+            return
+        }
+        let file = try LoadedFile(path: path, what: "kernel")
+        // Linked under its identity only if the file did not change while it was read.
+        let after = FileIdentity(path: path)
+        let (kernel, outcome) = cache.kernel(for: file.bytes, identity: before == after ? before : nil)
+        KernelCaching.trace(outcome, configuration)
+        cached = kernel
+        self.file = kernel == nil ? file : nil
+    }
+}
+
 /// Where the Launcher meets the kernel cache: which directory the configuration names, what
 /// `--trace-boot` says about it, and how an entry's segments are mapped into guest memory.
 enum KernelCaching {
-    /// The cached uncompressed kernel for the bzImage `kernel`, if the configuration allows a
-    /// cache and the kernel is one we expand; nil to boot the bzImage as it is.
-    static func uncompressed(_ kernel: LoadedFile, configuration: VMConfiguration) -> CachedKernel? {
-        guard let directory = directory(for: configuration) else { return nil }
-        let (cached, outcome) = KernelCache(directory: directory).kernel(for: kernel.bytes)
-        if configuration.traceBoot {
-            switch outcome {
-            case let .found(path): printError(BootClock.line("trace: kernel from the cache, \(path)"))
-            case let .built(path): printError(BootClock.line("trace: kernel expanded into the cache, \(path)"))
-            case .notExpandable: printError(BootClock.line("trace: kernel boots as it is (no LZ4 payload to expand)"))
-            case let .unavailable(why): printError(BootClock.line("trace: kernel boots as it is: \(why)"))
-            }
+    static func trace(_ outcome: KernelCache.Outcome, _ configuration: VMConfiguration) {
+        guard configuration.traceBoot else { return }
+        switch outcome {
+        case let .found(path): printError(BootClock.line("trace: kernel from the cache, \(path)"))
+        case let .built(path): printError(BootClock.line("trace: kernel expanded into the cache, \(path)"))
+        case .notExpandable: printError(BootClock.line("trace: kernel boots as it is (not a bzImage with an LZ4 payload)"))
+        case let .unavailable(why): printError(BootClock.line("trace: kernel boots as it is: \(why)"))
         }
-        return cached
     }
 
     static func directory(for configuration: VMConfiguration) -> String? {

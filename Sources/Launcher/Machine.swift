@@ -86,15 +86,19 @@ public final class Machine: Sendable {
         // The process's start time comes from /proc, which no thread may open once the sandbox
         // is up; the boot timer, on a vCPU thread, must find it already read.
         _ = BootClock.processStart
-        if configuration.traceBoot { printError(BootClock.line("trace: configuration read")) }
+        // --trace-boot: each step of the start-up, on standard error, for Scripts/bench.sh startup.
+        func trace(_ step: String) { if configuration.traceBoot { printError(BootClock.line("trace: " + step)) } }
+        trace("configuration read")
 
         // Journey 1: a configuration arrives. lguest's Launcher began life by mapping a chunk of
         // its own memory as the guest's "physical" memory and reading the kernel into it; we do
         // the same, except that KVM, not a kernel module of our own, is the Host. Files first:
         // if the kernel cannot even be read, nothing else is worth doing.
         // A restored machine's kernel is already in its memory file.
-        let kernel = restore == nil ? try LoadedFile(path: configuration.kernelPath, what: "kernel") : nil
+        // A kernel in the kernel cache is mapped from there (KernelCaching), not read.
+        let kernel = restore == nil ? try KernelSource(configuration: configuration) : nil
         let initrd = restore == nil ? try configuration.initrdPath.map { path throws(LaunchError) in try LoadedFile(path: path, what: "initrd") } : nil
+        trace("kernel and initrd read")
 
         let system: KVMSystem
         do { system = try KVMSystem() } catch { throw .kvm(error) }
@@ -111,6 +115,7 @@ public final class Machine: Sendable {
             catch { throw .memory(error) }
         }
         self.memory = memory
+        trace("guest memory mapped")
 
         // The virtio devices, each opening what it serves (an image file, a TAP device) now,
         // so that a missing disk is a clean refusal rather than a surprise after boot.
@@ -158,6 +163,8 @@ public final class Machine: Sendable {
         self.console = console
         let windows = devices.indices.map(VirtioWiring.window(for:))
 
+        trace("devices opened")
+
         // The firmware tables describe the machine to the guest: CPUs, COM1, the keyboard
         // controller, pvpanic, the power registers and the virtio devices.
         // (A restored machine's tables and kernel are in its memory already.)
@@ -176,26 +183,28 @@ public final class Machine: Sendable {
             if configuration.virtioOnCommandLine, !windows.isEmpty {
                 commandLine += (commandLine.isEmpty ? "" : " ") + VirtioWiring.commandLineDevices(windows)
             }
-            // A bzImage expanded once and kept (KernelCache) boots from its uncompressed kernel,
-            // mapped in; anything else, or a cache that cannot be used, boots as it is.
-            let cached = KernelCaching.uncompressed(kernel, configuration: configuration)
             do {
                 // The files' bytes are borrowed, so the files must outlive the copy into the guest.
-                entry = try withExtendedLifetime((kernel, initrd, cached)) { () throws(BootError) in
-                    if let cached {
+                entry = try withExtendedLifetime((kernel, initrd)) { () throws(BootError) in
+                    // A bzImage expanded once and kept boots from its uncompressed kernel, mapped in.
+                    if let cached = kernel.cached {
                         return try loadKernel(image: cached.elf, initrd: initrd?.bytes, commandLine: commandLine,
                                               rsdp: rsdp, into: memory, map: KernelCaching.mapper(cached, into: memory))
                     }
-                    return try loadKernel(image: kernel.bytes, initrd: initrd?.bytes, commandLine: commandLine,
-                                          rsdp: rsdp, into: memory)
+                    return try loadKernel(image: kernel.file?.bytes ?? UnsafeRawBufferPointer(start: nil, count: 0),
+                                          initrd: initrd?.bytes, commandLine: commandLine, rsdp: rsdp, into: memory)
                 }
             } catch { throw .kernel(path: configuration.kernelPath, error) }
+            trace("kernel loaded")
         }
 
         let vm = try Self.kvm {
             let vm = try system.createVM()
             try vm.createPlatform(tssAddress: MemoryMap.kvmTSS)
+            trace("VM created")
+            // KVM_SET_USER_MEMORY_REGION: the host kernel's cost (PVM's KVM takes milliseconds).
             try vm.map(memory)
+            trace("guest memory given to KVM")
             return vm
         }
         self.vm = vm
@@ -262,7 +271,7 @@ public final class Machine: Sendable {
         }
         halts = HaltWatch(vcpuCount: vcpus.count)
         if let restore { try restoreDevices(restore.saved, advanceClock: restore.advanceClock) }
-        if configuration.traceBoot { printError(BootClock.line("trace: VM built")) }
+        trace("VM built")
     }
 
     /// An eventfd wired to interrupt line `gsi` of `vm` (an irqfd): a platform device's IRQ.

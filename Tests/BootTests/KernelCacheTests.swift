@@ -65,6 +65,35 @@ import TestSupport
         #expect(otherPath != path && other?.elf.last == 0x42)
     }
 
+    @Test("a kernel file booted before is found by its identity without being read; a rewritten one is not")
+    func lookupByIdentity() throws {
+        let directory = try Self.scratchDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let (bzImage, elf) = Self.image()
+        let file = directory + "/vmlinuz"
+        try Data(bzImage).write(to: URL(fileURLWithPath: file))
+        let cache = KernelCache(directory: directory + "/cache")
+        let identity = try #require(FileIdentity(path: file))
+        #expect(cache.lookup(identity).map { _ in 1 } == nil)
+        let (_, outcome) = bzImage.withUnsafeBytes { cache.kernel(for: $0, identity: identity) }
+        guard case let .built(path) = outcome else { Issue.record("got \(outcome)"); return }
+        let found = try #require(cache.lookup(identity))
+        #expect(found.path == path && found.0.elf.elementsEqual(elf))
+        // The same bytes written again: a new change time, so a new identity, looked up by content.
+        usleep(2000)
+        try Data(bzImage).write(to: URL(fileURLWithPath: file))
+        let rewritten = try #require(FileIdentity(path: file))
+        #expect(rewritten != identity && cache.lookup(rewritten).map { _ in 1 } == nil)
+        // A link that names anything but an entry of this kernel's size is not followed.
+        let link = directory + "/cache/by-file/" + identity.name
+        for target in ["../../vmlinuz", "0000000000000000-\(identity.size).vmlinux", "../x/" + (path as NSString).lastPathComponent] {
+            unlink(link)
+            #expect(symlink(target, link) == 0)
+            #expect(cache.lookup(identity).map { _ in 1 } == nil, "followed \(target)")
+        }
+        #expect(FileIdentity(path: directory) == nil)
+    }
+
     @Test("an entry that does not match its kernel (another header, truncated, not an ELF) is rebuilt, never used")
     func mismatchedEntriesAreRebuilt() throws {
         let directory = try Self.scratchDirectory()

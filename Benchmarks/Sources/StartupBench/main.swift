@@ -64,7 +64,8 @@ func measureOnce(_ arguments: [String], console: Bool) -> Sample? {
     waitpid(pid, &wstatus, 0)
     var steps: [(String, Double)] = []
     for line in text.split(separator: "\n") where line.contains("trace: ") {
-        guard let name = line.split(separator: "trace: ").last?.split(separator: " at ").first,
+        // The step's name: what comes before its time, or before a comma and a detail (a path).
+        guard let name = line.split(separator: "trace: ").last?.split(separator: " at ").first?.split(separator: ", ").first,
               let ns = line.split(separator: "(monotonic ").last?.split(separator: " ").first,
               let value = UInt64(ns) else { continue }
         steps.append((String(name), Double(Int64(value) - Int64(start)) / 1_000_000))
@@ -92,9 +93,17 @@ func format(_ v: Double) -> String {
     let hundredths = Int((v * 100).rounded())
     return "\(hundredths / 100)." + (hundredths % 100 < 10 ? "0" : "") + "\(hundredths % 100)"
 }
-print("step                   min ms   median ms   p90 ms   (\(samples.count) runs)")
+// Each step's time since exec, and the median time it took since the step before: where each
+// millisecond goes.
+print("step                              min ms   median ms   p90 ms   median step ms   (\(samples.count) runs)")
+var previous: [Double] = samples.map { _ in 0 }
 for (index, step) in first.steps.enumerated() {
     let values = samples.compactMap { $0.steps.count > index ? $0.steps[index].1 : nil }.sorted()
-    let name = step.0 + String(repeating: " ", count: max(0, 20 - step.0.count))
-    print("\(name)  \(pad(format(values[0]), 7))  \(pad(format(values[values.count / 2]), 10))  \(pad(format(values[values.count * 9 / 10]), 7))")
+    let deltas = samples.indices.compactMap { run -> Double? in
+        guard samples[run].steps.count > index else { return nil }
+        defer { previous[run] = samples[run].steps[index].1 }
+        return samples[run].steps[index].1 - previous[run]
+    }.sorted()
+    let name = step.0 + String(repeating: " ", count: max(0, 30 - step.0.count))
+    print("\(name)  \(pad(format(values[0]), 7))  \(pad(format(values[values.count / 2]), 10))  \(pad(format(values[values.count * 9 / 10]), 7))  \(pad(format(deltas[deltas.count / 2]), 15))")
 }
