@@ -7,11 +7,14 @@ import GuestMemory
 /// The input is:
 ///
 /// ```
-/// u8    bit 0: an initrd; bit 1: an RSDP address
+/// u8    bit 0: an initrd; bit 1: an RSDP address; bit 2: the image is an LZ4 stream instead
 /// u16   n, then n bytes: the command line (any bytes, NULs included)
 /// u16   n, then n bytes: the initrd
 /// rest  the kernel image: a bzImage, an ELF vmlinux, or anything else
 /// ```
+///
+/// With bit 2 the image goes to the LZ4 decoder the kernel cache expands a bzImage's payload
+/// with, into as much room as its trailer asks (at most 1 MiB).
 enum KernelHarness {
     /// One guest for every run: the loader checks everything before it writes, and what it
     /// leaves behind does not steer the next run.
@@ -24,6 +27,14 @@ enum KernelHarness {
         let commandLine = String(decoding: input.take(Int(input.le(UInt16.self))), as: UTF8.self)
         let initrd = input.take(Int(input.le(UInt16.self)))
         let image = input.rest()
+        if flags & 4 != 0 {
+            let room = image.withUnsafeBytes { LZ4Legacy.expandedSize($0) ?? 0 }
+            var output = [UInt8](repeating: 0, count: min(room, 1 << 20))
+            output.withUnsafeMutableBytes { out in
+                image.withUnsafeBytes { _ = try? LZ4Legacy.decompress($0, into: out) }
+            }
+            return
+        }
         _ = try? loadKernel(image: image, initrd: flags & 1 != 0 ? initrd : nil, commandLine: commandLine,
                             rsdp: flags & 2 != 0 ? GuestAddress(0xE_0000) : nil, into: memory)
     }
