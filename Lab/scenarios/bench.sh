@@ -38,12 +38,13 @@ run_timed() {
     TIMED_STATUS=$_status
 }
 
-# lguest_boot RUN [VARIANT CACHE]: lguest with its kernel cache (the default; the warm-up run
-# fills it), or as VARIANT with --kernel-cache CACHE.
+# lguest_boot RUN [VARIANT CACHE]: lguest with a kernel cache (as a user's would be; the warm-up
+# run fills it), or as VARIANT with --kernel-cache CACHE.
+KERNEL_CACHE=$LAB_TMP/kernels
 lguest_boot() {
     _vmm=${2:-lguest}
     run_timed "$_vmm-boot-$1" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" \
-        --cpus 1 --memory 256 --trace-boot ${3:+--kernel-cache "$3"} --cmdline "$CMDLINE lguest.bench=boot"
+        --cpus 1 --memory 256 --trace-boot --kernel-cache "${3:-$KERNEL_CACHE}" --cmdline "$CMDLINE lguest.bench=boot"
     timer=$(sed -n 's/.*boot timer: the guest wrote 0x1 at \([0-9.]*\) ms.*/\1/p' "$LAB_TMP/$_vmm-boot-$1.err")
     first=$(sed -n 's/.*trace: first KVM_RUN at \([0-9.]*\) ms.*/\1/p' "$LAB_TMP/$_vmm-boot-$1.err")
     echo "LAB-BENCH boot vmm=$_vmm run=$1 ms=$TIMED_MS exit=$TIMED_STATUS boot_timer_ms=${timer:-none} first_kvm_run_ms=${first:-none}"
@@ -114,7 +115,7 @@ exits() {
 i=1
 while [ "$i" -le "$RUNS" ]; do
     exits lguest "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" \
-        --cpus 1 --memory 256 --cmdline "$CMDLINE lguest.bench=exits"
+        --cpus 1 --memory 256 --kernel-cache "$KERNEL_CACHE" --cmdline "$CMDLINE lguest.bench=exits"
     exits lguest-bzimage "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" \
         --cpus 1 --memory 256 --kernel-cache off --cmdline "$CMDLINE lguest.bench=exits"
     exits qemu "$QEMU" -M microvm,acpi=on,pit=on,pic=on,rtc=on -enable-kvm -cpu host \
