@@ -7,9 +7,9 @@ import Glibc
 
 /// The kernel a machine boots: an entry of the kernel cache (an uncompressed kernel to map), or
 /// the file's own bytes, read into memory.
-final class KernelSource {
-    let cached: CachedKernel?
-    let file: LoadedFile?
+enum KernelSource {
+    case cached(CachedKernel)
+    case file(LoadedFile)
 
     /// Looks the kernel up in the cache the configuration names: by the file's identity first
     /// (a kernel booted before is not even read), then by its content, expanding it if need be.
@@ -18,16 +18,14 @@ final class KernelSource {
     init(configuration: VMConfiguration) throws(LaunchError) {
         let path = configuration.kernelPath
         guard let directory = KernelCaching.directory(for: configuration) else {
-            cached = nil
-            file = try LoadedFile(path: path, what: "kernel")
+            self = .file(try LoadedFile(path: path, what: "kernel"))
             return
         }
         let cache = KernelCache(directory: directory)
         let before = FileIdentity(path: path)
         if let before, let (kernel, entry) = cache.lookup(before) {
             KernelCaching.trace(.found(path: entry), configuration)
-            cached = kernel
-            file = nil
+            self = .cached(kernel)
             return
         }
         let file = try LoadedFile(path: path, what: "kernel")
@@ -35,8 +33,7 @@ final class KernelSource {
         let after = FileIdentity(path: path)
         let (kernel, outcome) = cache.kernel(for: file.bytes, identity: before == after ? before : nil)
         KernelCaching.trace(outcome, configuration)
-        cached = kernel
-        self.file = kernel == nil ? file : nil
+        self = kernel.map { .cached($0) } ?? .file(file)
     }
 }
 

@@ -187,12 +187,14 @@ public final class Machine: Sendable {
                 // The files' bytes are borrowed, so the files must outlive the copy into the guest.
                 entry = try withExtendedLifetime((kernel, initrd)) { () throws(BootError) in
                     // A bzImage expanded once and kept boots from its uncompressed kernel, mapped in.
-                    if let cached = kernel.cached {
+                    switch kernel {
+                    case let .cached(cached):
                         return try loadKernel(image: cached.elf, initrd: initrd?.bytes, commandLine: commandLine,
                                               rsdp: rsdp, into: memory, map: KernelCaching.mapper(cached, into: memory))
+                    case let .file(file):
+                        return try loadKernel(image: file.bytes, initrd: initrd?.bytes, commandLine: commandLine,
+                                              rsdp: rsdp, into: memory)
                     }
-                    return try loadKernel(image: kernel.file?.bytes ?? UnsafeRawBufferPointer(start: nil, count: 0),
-                                          initrd: initrd?.bytes, commandLine: commandLine, rsdp: rsdp, into: memory)
                 }
             } catch { throw .kernel(path: configuration.kernelPath, error) }
             trace("kernel loaded")

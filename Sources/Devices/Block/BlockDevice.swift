@@ -329,13 +329,13 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
 
     /// Watches `avail.idx` for up to `nanoseconds`: whether a request arrived.
     private func poll(queue index: Int, generation: UInt64, nanoseconds: UInt64) -> Bool {
-        let deadline = BlockQueuePoll.now() + nanoseconds
+        let deadline = RateLimiter.monotonicNow() + nanoseconds
         repeat {
             let found = state.withLock { state in
                 state.generation == generation && state.queues[index].hasAvailable()
             }
             if found { return true }
-        } while BlockQueuePoll.now() < deadline
+        } while RateLimiter.monotonicNow() < deadline
         return false
     }
 

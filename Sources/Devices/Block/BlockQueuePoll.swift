@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// How long the I/O thread keeps watching a block queue after draining it, and how that adapts.
 ///
 /// A guest with many requests in flight submits them one after another, and each submission that
@@ -41,12 +37,5 @@ struct BlockQueuePoll {
         } else {
             windowNanoseconds = window / 2 < Self.startNanoseconds ? 0 : window / 2
         }
-    }
-
-    /// The monotonic clock in nanoseconds (through the vDSO: no system call).
-    static func now() -> UInt64 {
-        var time = timespec()
-        clock_gettime(CLOCK_MONOTONIC, &time)
-        return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
     }
 }
