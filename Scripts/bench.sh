@@ -9,7 +9,7 @@
 #   Scripts/bench.sh startup [RUNS]                 exec to first KVM_RUN, stock kernel, on this host
 #   Scripts/bench.sh boot [RUNS]                    boot to /init and memory overhead vs QEMU microvm, in the lab
 #   Scripts/bench.sh vsock [RUNS]                   one 16 MiB stream through vsock vs virtio-net TCP, both ways, in the lab
-#   Scripts/bench.sh guest-io [RUNS] [SECS] [POLLS] fio and iperf3 inside the guest, lguest vs QEMU microvm, in the lab
+#   Scripts/bench.sh guest-io [RUNS] [SECS] [POLLS] [WORKERS] fio and iperf3 inside the guest, lguest vs QEMU microvm, in the lab
 #   Scripts/bench.sh deps REV [RUNS]                 this build vs git revision REV: size, start-up, memory
 #   Scripts/bench.sh restore [RUNS]                 restore vs boot of a tiny guest, and clones' memory, on this host
 #   Scripts/bench.sh snapshot                       save and restore (1, 2, 4 copies) vs QEMU's migrate/-incoming, in the lab
@@ -244,14 +244,15 @@ vsock() {
 
 # Lab/scenarios/guest-io.sh in the lab: what the guest measures with fio and iperf3 under lguest
 # and under QEMU microvm (vhost off and on), RUNS boots of each, alternating; medians, spreads
-# and ratios (Scripts/guest-io-report.py).
+# and ratios (Scripts/guest-io-report.py). POLLS and WORKERS ("0 250", say) add lguest boots
+# with those disk poll= windows and workers= counts.
 guest_io() {
-    local runs=${1:-3} seconds=${2:-5} polls=${3:-} log
+    local runs=${1:-3} seconds=${2:-5} polls=${3:-} workers=${4:-} log
     build_lguest
     log=$(mktemp)
     Lab/lab.sh run --vmm .build/release/lguest --with-qemu --with-l2-disk --scenario Lab/scenarios/guest-io.sh \
         --guest-init Lab/guest/guest-io-init.sh --guest-modules squashfs \
-        --env "GUEST_IO_RUNS=$runs" --env "GUEST_IO_SECONDS=$seconds" --env "GUEST_IO_POLLS=$polls" --env LAB_RUN_TIMEOUT=900 \
+        --env "GUEST_IO_RUNS=$runs" --env "GUEST_IO_SECONDS=$seconds" --env "GUEST_IO_POLLS=$polls" --env "GUEST_IO_WORKERS=$workers" --env LAB_RUN_TIMEOUT=900 \
         --timeout $((1200 + runs * 900)) --log "$log" >&2
     python3 Scripts/guest-io-report.py "$log"
     rm -f "$log"

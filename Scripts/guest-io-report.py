@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Reads the serial log of Lab/scenarios/guest-io.sh and prints what the guests measured:
 per figure, the median over the runs of each VMM (with the spread), and lguest's ratio to QEMU
-with vhost off and, for the network, with vhost on.
+with vhost off and, for the network, with vhost on (and lguest's own vhost=on beside QEMU's).
 
 The guest prints fio's terse lines (version 3) as they are; the fields used are, for a read job,
 6 KiB, 7 bandwidth KiB/s, 8 IOPS and 18-37 completion-latency percentiles ("50.000000%=N", in
@@ -13,7 +13,7 @@ import re
 import statistics
 import sys
 
-VMMS = {"lguest": "lguest", "qemu-vhost-off": "QEMU", "qemu-vhost-on": "QEMU vhost"}
+VMMS = {"lguest": "lguest", "lguest-vhost": "lguest vhost", "qemu-vhost-off": "QEMU", "qemu-vhost-on": "QEMU vhost"}
 JOBS = ["randread-4k-qd1", "randread-4k-qd32", "randwrite-4k-qd1", "randwrite-4k-qd32",
         "read-1m-qd4", "write-1m-qd4"]
 
@@ -38,11 +38,11 @@ def main(path):
     with open(path, errors="replace") as log:
         for raw in log:
             line = raw.replace("\r", "").strip()
-            begin = re.match(r"LAB-BEGIN io-(lguest(?:-poll\d+)?|qemu-vhost-(?:on|off))-\d+", line)
+            begin = re.match(r"LAB-BEGIN io-(lguest(?:-poll\d+|-workers\d+|-vhost)?|qemu-vhost-(?:on|off))-\d+", line)
             if begin:
                 run = begin.group(1)
                 if run not in VMMS:
-                    VMMS[run] = run.replace("-poll", " poll=")
+                    VMMS[run] = run.replace("-poll", " poll=").replace("-workers", " workers=")
                 continue
             if line.startswith("LAB-END"):
                 run = None
@@ -87,10 +87,11 @@ def main(path):
         if "lguest" not in medians:
             continue
         ratios = []
-        for peer in ("qemu-vhost-off", "qemu-vhost-on"):
-            if peer in medians and medians["lguest"] > 0 and medians[peer] > 0:
-                better = medians[peer] / medians["lguest"] if row.endswith(lower_is_better) else medians["lguest"] / medians[peer]
-                ratios.append(f"vs {VMMS[peer]} {better:.2f}")
+        pairs = [("lguest", "qemu-vhost-off"), ("lguest", "qemu-vhost-on"), ("lguest-vhost", "qemu-vhost-on")]
+        for ours, peer in pairs:
+            if ours in medians and peer in medians and medians[ours] > 0 and medians[peer] > 0:
+                better = medians[peer] / medians[ours] if row.endswith(lower_is_better) else medians[ours] / medians[peer]
+                ratios.append(f"{VMMS[ours]} vs {VMMS[peer]} {better:.2f}")
         print(f"guest-io {row:28} {'; '.join(cells)}; lguest's advantage {', '.join(ratios) or 'none'}")
         printed += 1
     if printed == 0:

@@ -7,10 +7,11 @@
 #          filled first): 4 KiB random read and write at QD1 and QD32, 1 MiB sequential read
 #          and write
 #   net    iperf3 TCP both ways against the lab host's iperf3 server, and 200 pings
-# QEMU's network runs twice, with vhost=off and with vhost=on (/dev/vhost-net); its block
-# figures come from the vhost=off boot. Runs alternate between the VMMs, GUEST_IO_RUNS times
+# Both VMMs' networks run twice, with vhost off and with vhost=on (/dev/vhost-net); the block
+# figures come from the vhost-off boots. Runs alternate between the VMMs, GUEST_IO_RUNS times
 # (default 3), so drift in the emulator hits all alike. GUEST_IO_POLLS="0 250 ..." adds lguest
-# boots with those `--disk ...,poll=` values (block only), to compare queue polling windows.
+# boots with those `--disk ...,poll=` values (block only), to compare queue polling windows, and
+# GUEST_IO_WORKERS="0 ..." boots with those `--disk ...,workers=` counts (block only).
 #
 # The guest runs Debian's fio and iperf3 from the lab host's own disk (lab.sh run
 # --with-l2-disk), handed to it read-only through a loop device: lguest serves block devices
@@ -31,7 +32,7 @@ CMDLINE="console=ttyS0 quiet panic=-1 lguest.host=$HOST lguest.seconds=$SECONDS_
 [ -b /dev/vda ] || { echo "LAB-ERROR no lab host disk (lab.sh run --with-l2-disk)"; exit 1; }
 TOOLS=$(losetup -f)
 losetup -r "$TOOLS" /dev/vda || { echo "LAB-ERROR losetup $TOOLS /dev/vda failed"; exit 1; }
-[ -c /dev/vhost-net ] || echo "LAB-WARNING no /dev/vhost-net: QEMU's vhost=on runs will fail"
+[ -c /dev/vhost-net ] || echo "LAB-WARNING no /dev/vhost-net: the vhost=on runs will fail"
 
 DATA=$LAB_TMP/data.img
 dd if=/dev/zero of="$DATA" bs=1048576 count=256 2>/dev/null
@@ -52,6 +53,16 @@ lguest_poll_io() { # RUN POLL
         --disk "$DATA,poll=$2" --disk "$TOOLS,readonly" --net "tap=$TAP" --cmdline "$CMDLINE lguest.io=block" </dev/null
 }
 
+lguest_workers_io() { # RUN WORKERS
+    lab_run "io-lguest-workers$2-$1" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --cpus 1 --memory 256 \
+        --disk "$DATA,workers=$2" --disk "$TOOLS,readonly" --net "tap=$TAP" --cmdline "$CMDLINE lguest.io=block" </dev/null
+}
+
+lguest_vhost_io() { # RUN
+    lab_run "io-lguest-vhost-$1" "$LGUEST" run --kernel "$GUEST_KERNEL" --initrd "$INITRD" --cpus 1 --memory 256 \
+        --disk "$DATA" --disk "$TOOLS,readonly" --net "tap=$TAP,vhost=on" --cmdline "$CMDLINE lguest.io=net" </dev/null
+}
+
 qemu_io() { # RUN VHOST WHAT
     lab_run "io-qemu-vhost-$2-$1" "$QEMU" -M microvm,acpi=on,pit=on,pic=on,rtc=on -enable-kvm -cpu host \
         -m 256 -smp 1 -nodefaults -no-user-config -display none -serial stdio -no-reboot \
@@ -65,6 +76,8 @@ i=1
 while [ "$i" -le "$RUNS" ]; do
     lguest_io "$i"
     for poll in ${GUEST_IO_POLLS:-}; do lguest_poll_io "$i" "$poll"; done
+    for workers in ${GUEST_IO_WORKERS:-}; do lguest_workers_io "$i" "$workers"; done
+    lguest_vhost_io "$i"
     qemu_io "$i" off block,net
     qemu_io "$i" on net
     i=$((i + 1))

@@ -19,6 +19,7 @@ public enum LaunchError: Error, CustomStringConvertible {
     case setup(String)
     case disk(BlockError)
     case network(TapError)
+    case vhost(VhostError)
     case share(FsError)
     case vsock(VsockError)
     case balloon(BalloonError)
@@ -43,6 +44,8 @@ public enum LaunchError: Error, CustomStringConvertible {
         case let .disk(error):
             return error.description
         case let .network(error):
+            return error.description
+        case let .vhost(error):
             return error.description
         case let .share(error):
             return error.description

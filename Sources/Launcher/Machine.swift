@@ -135,7 +135,11 @@ public final class Machine: Sendable {
         blockDevices = blocks.compactMap(\.blockDeviceDescriptor)
         var networks: [NetDevice] = []
         for network in configuration.networks {
-            do throws(TapError) { networks.append(try NetDevice(configuration: network)) }
+            var vhost: VhostNet?
+            if network.vhost {
+                do throws(VhostError) { vhost = try VhostNet(queues: 2) } catch { throw .vhost(error) }
+            }
+            do throws(TapError) { networks.append(try NetDevice(configuration: network, vhost: vhost)) }
             catch { throw .network(error) }
             limited.append(networks[networks.count - 1])
         }

@@ -10,6 +10,8 @@ import Glibc
 struct MachineThreads {
     var io: MachineThread?
     var fs: MachineThread?
+    /// Each disk's workers (`BlockWorkers`), which only ever run what the I/O thread hands them.
+    var diskWorkers: [MachineThread] = []
     var vcpus: [MachineThread] = []
     var started = false
     var shutDown = false
@@ -38,6 +40,7 @@ extension Machine {
         // Setup is over: from here on no thread needs a capability, a new file or a new thread
         // beyond the ones started below (docs/Sandbox.md).
         let sandbox = try MachineSandbox(enabled: configuration.sandbox, vcpus: vcpus, taps: taps,
+                                         vhosts: networks.compactMap { $0.vhost?.fileDescriptor },
                                          blockDevices: blockDevices, vsock: vsock != nil, shares: fsEvents != nil)
         self.sandbox.withLock { $0 = sandbox }
         let events = self.events, power = self.power, gate = self.gate
@@ -48,6 +51,16 @@ extension Machine {
             if let failure = events.run(gate: gate) { power.requestStop(.failure(failure.description)) }
         }
         threads.withLock { $0.io = io }
+        for (disk, block) in blocks.enumerated() {
+            let workers = block.workers
+            for worker in 0 ..< workers.count {
+                let thread = try MachineThread(name: "lguest-disk\(disk).\(worker)") {
+                    guard enterThreadSandbox(sandbox.diskWorker, power: power) else { return }
+                    workers.serveBatches()
+                }
+                threads.withLock { $0.diskWorkers.append(thread) }
+            }
+        }
         if let fsEvents {
             gate.enter()
             let fs = try MachineThread(name: "lguest-fs") {
@@ -141,6 +154,9 @@ extension Machine {
         guard let started else { return }
         kickAll()
         started.io?.join()
+        // No batch is being served once the I/O thread has ended.
+        for block in blocks { block.workers.stop() }
+        for thread in started.diskWorkers { thread.join() }
         started.fs?.join()
         for thread in started.vcpus { thread.join() }
         events.removeAllHandlers()
@@ -207,6 +223,9 @@ extension Machine {
     /// Replaces network device `index`'s rate limits, both directions, on the running VM.
     public func setNetworkRateLimit(_ index: Int, receive: RateLimit, transmit: RateLimit) throws(LaunchError) {
         guard networks.indices.contains(index) else { throw .badOption("there is no network device \(index)") }
+        guard networks[index].vhost == nil else {
+            throw .badOption("network device \(index) uses vhost=on: its frames never pass through lguest, so it cannot be rate limited")
+        }
         networks[index].setRateLimit(receive: receive, transmit: transmit)
     }
 

@@ -109,6 +109,9 @@ extension Machine {
         guard shares.isEmpty else {
             throw .snapshot(.incompatible("a VM with shared directories cannot be saved (the guest's open files on the share would not survive)"))
         }
+        guard !networks.contains(where: { $0.vhost != nil }) else {
+            throw .snapshot(.incompatible("a VM with a vhost=on network device cannot be saved (its rings' state is in the host kernel)"))
+        }
         var w = StateWriter()
         let msrs: [UInt32]
         do throws(KVMError) { msrs = try vm.system.msrIndexList() } catch { throw .kvm(error) }

@@ -35,11 +35,13 @@ public enum ThreadSandbox {
 
     /// A vCPU thread: KVM_RUN on its own vCPU (and KVM_GET_MP_STATE, for the halt watch), and
     /// what the devices it drives ask for when the guest touches their registers — the serial port's output and interrupt, a virtio
-    /// device's activation and reset (TAP offloads, watching the TAP for input).
-    public static func vcpu(descriptor: CInt, taps: [CInt], process: pid_t) -> SyscallFilter {
+    /// device's activation and reset (TAP offloads, watching the TAP for input, and with
+    /// vhost=on setting up and stopping the kernel's rings: any ioctl on those descriptors).
+    public static func vcpu(descriptor: CInt, taps: [CInt], vhosts: [CInt] = [], process: pid_t) -> SyscallFilter {
         var ioctl: [[ArgumentCheck]] = [[.equalInt(0, descriptor), .equal(1, UInt64(LG_KVM_RUN))],
                                         [.equalInt(0, descriptor), .equal(1, UInt64(LG_KVM_GET_MP_STATE))]]
         for tap in taps { ioctl.append([.equalInt(0, tap), .equal(1, UInt64(LG_TUNSETOFFLOAD))]) }
+        for vhost in vhosts { ioctl.append([.equalInt(0, vhost)]) }
         ioctl += restoreTerminal
         return SyscallFilter([
             .allow(.ioctl, whereAnyOf: ioctl),
@@ -69,6 +71,16 @@ public enum ThreadSandbox {
             .allow(.timerfd_settime),
             .allow(.timerfd_gettime),
             .allow(.ioctl, whereAnyOf: restoreTerminal + discard),
+        ] + runtime(process: process))
+    }
+
+    /// A disk's worker: reads and writes of the image, and the `fdatasync` after a write when
+    /// the driver has no FLUSH; discards, flushes and everything else stay on the I/O thread.
+    public static func diskWorker(process: pid_t) -> SyscallFilter {
+        SyscallFilter([
+            .allow(.preadv),
+            .allow(.pwritev),
+            .allow(.fdatasync),
         ] + runtime(process: process))
     }
 
@@ -241,23 +253,26 @@ public enum ThreadSandbox {
 /// before any of its threads starts. All nil when the sandbox is off.
 struct MachineSandbox: Sendable {
     let io: SyscallFilter?
+    /// Every disk worker's.
+    let diskWorker: SyscallFilter?
     /// The file-system thread's, when there are shared directories.
     let fs: SyscallFilter?
     let vcpus: [SyscallFilter?]
     let main: SyscallFilter?
 
     /// Locks the process down (step 2) and builds every thread's filter.
-    init(enabled: Bool, vcpus: [VCPU], taps: [CInt], blockDevices: [CInt], vsock: Bool, shares: Bool = false) throws(LaunchError) {
+    init(enabled: Bool, vcpus: [VCPU], taps: [CInt], vhosts: [CInt] = [], blockDevices: [CInt], vsock: Bool, shares: Bool = false) throws(LaunchError) {
         guard enabled else {
-            (io, fs, main) = (nil, nil, nil)
+            (io, diskWorker, fs, main) = (nil, nil, nil, nil)
             self.vcpus = vcpus.map { _ in nil }
             return
         }
         do throws(SandboxError) { try ThreadSandbox.lockDown() } catch { throw .sandbox(error) }
         let process = getpid()
         io = ThreadSandbox.io(process: process, blockDevices: blockDevices, vsock: vsock)
+        diskWorker = ThreadSandbox.diskWorker(process: process)
         fs = shares ? ThreadSandbox.fileSystem(process: process) : nil
-        self.vcpus = vcpus.map { ThreadSandbox.vcpu(descriptor: $0.descriptor.raw, taps: taps, process: process) }
+        self.vcpus = vcpus.map { ThreadSandbox.vcpu(descriptor: $0.descriptor.raw, taps: taps, vhosts: vhosts, process: process) }
         main = ThreadSandbox.main(process: process)
     }
 

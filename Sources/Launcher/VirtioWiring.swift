@@ -70,6 +70,9 @@ enum VirtioWiring {
                 try vm.attachDoorbell(doorbell, mmio: window.base + MMIORegister.queueNotify.rawValue,
                                       length: 4, value: UInt64(queue))
             } catch { throw .kvm(.call(error)) }
+            doorbells.append(doorbell)
+            // A device served by the host kernel (vhost) has the kernel watch its doorbells.
+            if let net = device as? NetDevice, net.takesDoorbells { continue }
             // Journey 5: a doorbell rings. The guest wrote the queue's index to QueueNotify, KVM
             // matched it against this ioeventfd and signalled it, and the vCPU went straight back
             // to the guest. The I/O thread wakes, and the transport hands the kick to the device.
@@ -77,7 +80,15 @@ enum VirtioWiring {
                 doorbell.drain()
                 transport.handleNotification(queue: UInt32(queue))
             }
-            doorbells.append(doorbell)
+        }
+        if let net = device as? NetDevice, let vhost = net.vhost {
+            net.useDoorbells(doorbells.map(\.raw))
+            for call in vhost.calls {
+                try events.watch(call.raw) {
+                    call.drain()
+                    net.kernelUsedBuffers()
+                }
+            }
         }
         // A QueueNotify write the ioeventfds did not catch rings the same doorbell: device work
         // stays on the I/O thread. An index with no queue is the transport's to count.

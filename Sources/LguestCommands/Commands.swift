@@ -209,14 +209,15 @@ struct Run: VMCommand {
 }
 
 extension BlockConfiguration {
-    /// The `--disk` option, `PATH[,readonly][,bw=SIZE/REFILL_MS[/BURST]][,ops=N/REFILL_MS[/BURST]][,poll=US]`
-    /// (`ro` for `readonly`; `poll=0` never polls the queue).
+    /// The `--disk` option, `PATH[,readonly][,bw=SIZE/REFILL_MS[/BURST]][,ops=N/REFILL_MS[/BURST]][,poll=US][,workers=N]`
+    /// (`ro` for `readonly`; `poll=0` never polls the queue; `workers=0` serves on the I/O thread alone).
     public init(diskOption option: String) throws(CommandLineError) {
         var parts = option.split(separator: ",", omittingEmptySubsequences: false).map(String.init)
         let path = parts.removeFirst()
         var readOnly = false
         var limit = RateLimit.unlimited
         var poll = BlockConfiguration.defaultPollMicroseconds
+        var workers = BlockWorkers.defaultCount
         for flag in parts {
             switch flag {
             case "readonly", "ro": readOnly = true
@@ -225,16 +226,21 @@ extension BlockConfiguration {
                     throw CommandLineError("--disk \(option): poll= takes microseconds from 0 to \(BlockConfiguration.maxPollMicroseconds)")
                 }
                 poll = value
+            case _ where flag.hasPrefix("workers="):
+                guard let value = Int(flag.dropFirst(8)), (0 ... BlockWorkers.maxCount).contains(value) else {
+                    throw CommandLineError("--disk \(option): workers= takes a count from 0 to \(BlockWorkers.maxCount)")
+                }
+                workers = value
             default:
                 let known: Bool
                 do throws(RateLimitOptionError) { known = try limit.apply(flag: flag) } catch {
                     throw CommandLineError("--disk \(option): \(flag.prefix { $0 != "=" }): \(error)")
                 }
-                guard known else { throw CommandLineError("--disk \(option): unknown flag '\(flag)' (known: readonly, bw=, ops=, poll=)") }
+                guard known else { throw CommandLineError("--disk \(option): unknown flag '\(flag)' (known: readonly, bw=, ops=, poll=, workers=)") }
             }
         }
         if path.isEmpty { throw CommandLineError("--disk \(option): no image path") }
-        self.init(path: path, readOnly: readOnly, rateLimit: limit, pollMicroseconds: poll)
+        self.init(path: path, readOnly: readOnly, rateLimit: limit, pollMicroseconds: poll, workers: workers)
     }
 }
 

@@ -62,11 +62,23 @@ import Testing
     }
 
     @Test func badOptionValuesAreCommandLineErrorsNamingTheValue() {
-        #expect(throws: CommandLineError("--disk a.img,sideways: unknown flag 'sideways' (known: readonly, bw=, ops=, poll=)")) {
+        #expect(throws: CommandLineError("--disk a.img,sideways: unknown flag 'sideways' (known: readonly, bw=, ops=, poll=, workers=)")) {
             try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", "a.img,sideways"])
         }
         #expect(throws: CommandLineError.self) { try Lguest.configuration(from: ["--tunnet=1.2.3", "64", "k"]) }
         #expect(throws: CommandLineError.self) { try Lguest.configuration(from: ["run", "--kernel", "k", "--net", "bridge=br0"]) }
+    }
+
+    @Test func diskWorkersParse() throws {
+        let configuration = try Lguest.configuration(from: [
+            "run", "--kernel", "k", "--disk", "a.img", "--disk", "b.img,workers=0", "--disk", "c.img,ro,workers=32,poll=0",
+        ])
+        #expect(configuration.disks.map(\.workers) == [BlockWorkers.defaultCount, 0, 32])
+        for bad in ["a.img,workers=", "a.img,workers=-1", "a.img,workers=33", "a.img,workers=many"] {
+            #expect(throws: CommandLineError("--disk \(bad): workers= takes a count from 0 to 32")) {
+                try Lguest.configuration(from: ["run", "--kernel", "k", "--disk", bad])
+            }
+        }
     }
 
     @Test func diskQueuePollingParses() throws {

@@ -18,6 +18,7 @@
 #include <linux/capability.h>
 #include <linux/futex.h>
 #include <linux/fs.h>
+#include <linux/vhost.h>
 #include <net/if.h>
 #include <sys/eventfd.h>
 #include <sys/epoll.h>
@@ -106,6 +107,19 @@ static const unsigned long LG_SIOCSIFADDR = SIOCSIFADDR;
 static const unsigned long LG_SIOCSIFNETMASK = SIOCSIFNETMASK;
 static const unsigned long LG_SIOCGIFFLAGS = SIOCGIFFLAGS;
 static const unsigned long LG_SIOCSIFFLAGS = SIOCSIFFLAGS;
+
+// vhost-net (linux/vhost.h): the kernel's virtio-net data path, set up by these ioctls.
+static const unsigned long LG_VHOST_SET_OWNER = VHOST_SET_OWNER;
+static const unsigned long LG_VHOST_GET_FEATURES = VHOST_GET_FEATURES;
+static const unsigned long LG_VHOST_SET_FEATURES = VHOST_SET_FEATURES;
+static const unsigned long LG_VHOST_SET_MEM_TABLE = VHOST_SET_MEM_TABLE;
+static const unsigned long LG_VHOST_SET_VRING_NUM = VHOST_SET_VRING_NUM;
+static const unsigned long LG_VHOST_SET_VRING_ADDR = VHOST_SET_VRING_ADDR;
+static const unsigned long LG_VHOST_SET_VRING_BASE = VHOST_SET_VRING_BASE;
+static const unsigned long LG_VHOST_GET_VRING_BASE = VHOST_GET_VRING_BASE;
+static const unsigned long LG_VHOST_SET_VRING_KICK = VHOST_SET_VRING_KICK;
+static const unsigned long LG_VHOST_SET_VRING_CALL = VHOST_SET_VRING_CALL;
+static const unsigned long LG_VHOST_NET_SET_BACKEND = VHOST_NET_SET_BACKEND;
 
 // Block devices (linux/fs.h): the size, the read-only flag, and a discard.
 static const unsigned long LG_BLKGETSIZE64 = BLKGETSIZE64;

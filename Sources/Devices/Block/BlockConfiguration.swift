@@ -17,6 +17,9 @@ public struct BlockConfiguration: Sendable, Hashable {
     /// kicks turned off, in microseconds (0: never). Adaptive below it: `BlockQueuePoll`.
     /// Not kept in snapshots: a restored disk polls as the default says.
     public var pollMicroseconds: UInt32
+    /// Threads that serve a batch of reads and writes beside the I/O thread (`BlockWorkers`);
+    /// 0 serves every request on the I/O thread. Not kept in snapshots either.
+    public var workers: Int
 
     /// What a disk polls unless told otherwise: Cloud Hypervisor's and QEMU's order of magnitude.
     public static let defaultPollMicroseconds: UInt32 = 64
@@ -24,12 +27,14 @@ public struct BlockConfiguration: Sendable, Hashable {
     public static let maxPollMicroseconds: UInt32 = 1000
 
     public init(path: String, readOnly: Bool = false, serial: String? = nil, rateLimit: RateLimit = .unlimited,
-                pollMicroseconds: UInt32 = BlockConfiguration.defaultPollMicroseconds) {
+                pollMicroseconds: UInt32 = BlockConfiguration.defaultPollMicroseconds,
+                workers: Int = BlockWorkers.defaultCount) {
         self.path = path
         self.readOnly = readOnly
         self.serial = serial
         self.rateLimit = rateLimit
         self.pollMicroseconds = pollMicroseconds
+        self.workers = workers
     }
 }
 

@@ -99,17 +99,19 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
         /// The filesystem refused PUNCH_HOLE / ZERO_RANGE once; do not ask again.
         var punchHoleUnsupported = false
         var zeroRangeUnsupported = false
-        /// An `fdatasync` failed. Linux reports a writeback error to one `fdatasync` and then
-        /// forgets it, so a later one can succeed although the data never reached the disk.
-        /// From the first failure on, every flush fails: the guest must not hear "stable" about
-        /// writes that may be gone.
-        var syncFailed = false
         /// How long to watch the queue after a drain.
         var poll: BlockQueuePoll
     }
 
     let state: Mutex<State>
     let serving: Mutex<Serving>
+    /// An `fdatasync` failed. Linux reports a writeback error to one `fdatasync` and then
+    /// forgets it, so a later one can succeed although the data never reached the disk. From
+    /// the first failure on, every flush fails: the guest must not hear "stable" about writes
+    /// that may be gone. Atomic because writes of one batch sync on several threads.
+    let syncFailed = Atomic(false)
+    /// The threads that serve a batch of reads and writes side by side.
+    public let workers: BlockWorkers
     public let throttleTimer: ThrottleTimer
     let counters = Mutex(BlockStatistics())
 
@@ -121,6 +123,7 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
         throttleTimer = timer
         state = Mutex(State(limiter: RateLimiter(configuration.rateLimit, clock: clock)))
         serving = Mutex(Serving(poll: BlockQueuePoll(limitMicroseconds: configuration.pollMicroseconds)))
+        workers = BlockWorkers(count: configuration.workers)
         var id = [UInt8](repeating: 0, count: Self.idBytes)
         if let serial = configuration.serial {
             let bytes = Array(serial.utf8)
@@ -148,7 +151,7 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
     public func replaceImage(path: String) throws(BlockError) {
         let replacement = try ImageFile.open(path: path, readOnly: configuration.readOnly)
         let interrupt = serving.withLock { serving -> VirtioInterrupt? in
-            serving.syncFailed = false
+            syncFailed.store(false, ordering: .relaxed)
             serving.punchHoleUnsupported = false
             serving.zeroRangeUnsupported = false
             return state.withLock { state -> VirtioInterrupt? in
@@ -307,24 +310,68 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
     }
 
     /// Serves requests until the queue is empty (or the drain must stop); returns how many.
+    ///
+    /// Batch by batch: the reads and writes available (up to the first other request, which
+    /// is served alone after them) go to the workers together, and their answers are published
+    /// in the order the guest made them once the whole batch is done. A FLUSH therefore waits
+    /// for every write taken before it, and covers them all.
     private func drain(queue index: Int, generation: UInt64, serving: inout Serving) -> (Int, Next) {
         var served = 0
         while true {
-            let next = next(queue: index, generation: generation)
-            guard case let .serve(chain) = next else { return (served, next) }
-            let used = serve(chain, state: &serving)
-            served += 1
+            var batch: [DescriptorChain] = []
+            var alone: DescriptorChain?
+            var last = Next.empty
+            while batch.count < Int(Self.queueSize) {
+                let next = next(queue: index, generation: generation)
+                guard case let .serve(chain) = next else {
+                    last = next
+                    break
+                }
+                if Self.isReadOrWrite(chain) {
+                    batch.append(chain)
+                } else {
+                    alone = chain
+                    break
+                }
+            }
+            if batch.isEmpty, alone == nil { return (served, last) }
+
+            var used = [UInt32](repeating: 0, count: batch.count)
+            let shared = serving
+            used.withUnsafeMutableBufferPointer { used in
+                // Each call writes its own element of `used`; reads and writes change nothing
+                // in `Serving` but the atomic `syncFailed`, so each takes a copy.
+                workers.run(batch.count) { request in
+                    var copy = shared
+                    used[request] = serve(batch[request], state: &copy)
+                }
+            }
+            var answers = Array(zip(batch, used))
+            if let alone { answers.append((alone, serve(alone, state: &serving))) }
+            served += answers.count
             let go = state.withLock { state -> Bool in
                 guard state.generation == generation else { return false }
-                do throws(VirtqueueError) {
-                    try state.queues[index].addUsed(head: chain.head, length: used)
-                } catch {
-                    return !error.isStructural
+                for (chain, length) in answers {
+                    do throws(VirtqueueError) {
+                        try state.queues[index].addUsed(head: chain.head, length: length)
+                    } catch {
+                        if error.isStructural { return false }
+                    }
                 }
                 return true
             }
             if !go { return (served, .stop) }
+            if alone == nil, batch.count < Int(Self.queueSize) { return (served, last) }
         }
+    }
+
+    /// Whether the chain's header says IN or OUT: the requests a batch serves side by side.
+    /// Anything else (and a chain too short to say) is served alone, in order.
+    static func isReadOrWrite(_ chain: DescriptorChain) -> Bool {
+        guard chain.readableLength >= UInt32(headerSize) else { return false }
+        var reader = chain.reader()
+        guard let type = try? reader.readLE(UInt32.self) else { return false }
+        return type == BlockRequestType.read || type == BlockRequestType.write
     }
 
     /// Watches `avail.idx` for up to `nanoseconds`: whether a request arrived.

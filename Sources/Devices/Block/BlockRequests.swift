@@ -172,11 +172,11 @@ extension BlockDevice {
         return completion
     }
 
-    /// `fdatasync`, sticky on failure (see `Serving.syncFailed`).
+    /// `fdatasync`, sticky on failure (see `syncFailed`).
     private func sync(state: inout Serving) -> SystemError? {
-        guard !state.syncFailed else { return SystemError(code: EIO) }
+        guard !syncFailed.load(ordering: .relaxed) else { return SystemError(code: EIO) }
         if case let .failure(error) = file.fdatasync() {
-            state.syncFailed = true
+            syncFailed.store(true, ordering: .relaxed)
             return error
         }
         return nil

@@ -161,6 +161,8 @@ public final class NetDevice: VirtioDevice {
     public let mac: MACAddress
     /// Where frames go: the TAP device (or a test's socket pair).
     public let endpoint: any PacketEndpoint
+    /// The host kernel's data path, when the user asked for it (`NetVhost.swift`).
+    public let vhost: VhostNet?
 
     struct State {
         var active = false
@@ -180,6 +182,11 @@ public final class NetDevice: VirtioDevice {
         /// Consecutive `tapReadable()` calls whose read failed.
         var failedReadsInARow = 0
         var limits: NetLimits
+        /// The queues' ioeventfds, which the kernel's data path watches (`useDoorbells`).
+        var doorbells: [CInt] = []
+        /// The kernel moves the frames of this activation; the device only raises interrupts.
+        var vhostRunning = false
+        var interrupt: VirtioInterrupt?
         let buffer = PacketBuffer(count: NetDevice.bufferSize)
     }
 
@@ -193,14 +200,20 @@ public final class NetDevice: VirtioDevice {
     public init(endpoint: any PacketEndpoint, mac: MACAddress? = nil,
                 queueSize: UInt16 = NetDevice.defaultQueueSize,
                 receiveLimit: RateLimit = .unlimited, transmitLimit: RateLimit = .unlimited,
+                vhost: VhostNet? = nil,
                 clock: @escaping @Sendable () -> UInt64 = RateLimiter.monotonicNow) {
         let usable = throttleTimer.isUsable
         state = Mutex(State(limits: NetLimits(receive: usable ? receiveLimit : .unlimited,
                                               transmit: usable ? transmitLimit : .unlimited, clock: clock)))
         self.endpoint = endpoint
+        self.vhost = vhost
         self.mac = mac ?? MACAddress.random()
         queueMaxSizes = [queueSize, queueSize]
-        var features = VirtioNetFeature.mac | VirtioNetFeature.status | VirtioNetFeature.mergeableRxBuffers
+        var features = VirtioNetFeature.mac | VirtioNetFeature.status
+        // The kernel's data path fills in num_buffers itself, if it knows how.
+        if vhost.map({ $0.features & VirtioNetFeature.mergeableRxBuffers != 0 }) ?? true {
+            features |= VirtioNetFeature.mergeableRxBuffers
+        }
         let offloads = endpoint.supportedOffloads.consistent
         if offloads.contains(.checksum) { features |= VirtioNetFeature.checksum | VirtioNetFeature.guestChecksum }
         if offloads.contains(.tso4) { features |= VirtioNetFeature.hostTSO4 | VirtioNetFeature.guestTSO4 }
@@ -209,10 +222,11 @@ public final class NetDevice: VirtioDevice {
         offeredFeatures = features
     }
 
-    /// Opens the TAP device `configuration` names and builds the device on it.
-    public convenience init(configuration: NetConfiguration) throws(TapError) {
+    /// Opens the TAP device `configuration` names and builds the device on it, with `vhost`
+    /// (opened by the caller when the configuration asks for it) as its data path.
+    public convenience init(configuration: NetConfiguration, vhost: VhostNet? = nil) throws(TapError) {
         self.init(endpoint: try Tap.open(configuration.tap), mac: configuration.mac,
-                  receiveLimit: configuration.receiveLimit, transmitLimit: configuration.transmitLimit)
+                  receiveLimit: configuration.receiveLimit, transmitLimit: configuration.transmitLimit, vhost: vhost)
     }
 
     // MARK: - What the launcher watches
@@ -263,6 +277,11 @@ public final class NetDevice: VirtioDevice {
         guard queues.count == 2 else { throw DeviceActivationError("virtio-net needs 2 queues, got \(queues.count)") }
         let offloads = NetDevice.receiveOffloads(for: features).intersection(endpoint.supportedOffloads).consistent
         do { try endpoint.setOffloads(offloads) } catch { throw DeviceActivationError("\(error)") }
+        if let vhost {
+            try activateVhost(vhost, features: features, memory: memory, queues: queues, offloads: offloads,
+                              interrupt: interrupt)
+            return
+        }
         state.withLock { s in
             s.active = true
             s.features = features
@@ -277,7 +296,8 @@ public final class NetDevice: VirtioDevice {
 
     public func processQueue(_ index: Int) {
         state.withLock { s in
-            guard s.active else { return }
+            // Under vhost the kernel takes the kicks: none should reach us, and none is served here.
+            guard s.active, !s.vhostRunning else { return }
             switch index {
             case NetDevice.receiveQueue: receive(&s)
             case NetDevice.transmitQueue: transmit(&s, woken: false)
@@ -288,6 +308,9 @@ public final class NetDevice: VirtioDevice {
 
     public func reset() {
         state.withLock { s in
+            if s.vhostRunning { vhost?.stop(queues: queueMaxSizes.count) }
+            s.vhostRunning = false
+            s.interrupt = nil
             s.active = false
             s.features = 0
             s.receiveOffloads = []
@@ -314,7 +337,7 @@ public final class NetDevice: VirtioDevice {
 
     // MARK: - Interest in the TAP descriptor
 
-    private func setWantsInput(_ wants: Bool, _ s: inout State) {
+    func setWantsInput(_ wants: Bool, _ s: inout State) {
         s.wantsInput = wants
         report(&s)
     }
