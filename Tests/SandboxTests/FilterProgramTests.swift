@@ -199,7 +199,8 @@ let kill = UInt32(SECCOMP_RET_KILL_PROCESS)
     }
 
     static let filters = [
-        "vCPU threads": ThreadSandbox.vcpu(descriptor: 7, taps: [9], process: 1),
+        "vCPU threads": ThreadSandbox.vcpu(descriptor: 7, taps: [9], vhosts: [10], process: 1),
+        "Disk workers": ThreadSandbox.diskWorker(process: 1),
         "The I/O thread": ThreadSandbox.io(process: 1, blockDevices: [8]),
         "The main thread": ThreadSandbox.main(process: 1),
         "The console writer": ThreadSandbox.consoleWriter(process: 1),
@@ -209,7 +210,7 @@ let kill = UInt32(SECCOMP_RET_KILL_PROCESS)
         "The signal thread": ThreadSandbox.signalControl(process: 1, vm: 5, vcpus: [6]),
     ]
 
-    @Test(arguments: ["vCPU threads", "The I/O thread", "The main thread", "The console writer", "The watcher thread", "The API thread", "The file-system thread"])
+    @Test(arguments: ["vCPU threads", "Disk workers", "The I/O thread", "The main thread", "The console writer", "The watcher thread", "The API thread", "The file-system thread"])
     func everyAllowedCallIsDocumented(heading: String) throws {
         let filter = try #require(Self.filters[heading])
         let documented = try Self.documentedCalls(under: heading).union(Self.documentedCalls(under: "Every thread"))
