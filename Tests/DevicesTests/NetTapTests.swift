@@ -221,9 +221,15 @@ final class TapHarness {
             var poller = pollfd(fd: device.tapDescriptor, events: Int16(POLLIN), revents: 0)
             _ = poll(&poller, 1, 50)
             if device.wantsTapReadable { device.tapReadable() }
-            for element in try rx.drainUsed() {
+            // Every used chain is taken out of `posted` before any replacement is posted: a
+            // replacement may get the head of a chain used in the same batch.
+            let used = try rx.drainUsed()
+            var chains: [MockChain] = []
+            for element in used {
                 let taken = posted.removeValue(forKey: UInt16(element.id))
-                let chain = try #require(taken)
+                chains.append(try #require(taken))
+            }
+            for (element, chain) in zip(used, chains) {
                 try post()
                 driver.kick(0)
                 let bytes = Array(try rx.read(chain.writable[0]).prefix(Int(element.length)))

@@ -351,10 +351,33 @@ public final class NetDevice: VirtioDevice {
     // MARK: - Transmit (guest → host)
 
     /// Sends what the guest queued; `woken` by the throttle timer rather than a kick.
+    ///
+    /// While it drains, the guest's kicks are off (the frames it adds meanwhile are found
+    /// anyway); once the ring is empty they are on again, and a frame that slipped in before
+    /// that is sent too.
     func transmit(_ s: inout State, woken: Bool) {
         let queue = NetDevice.transmitQueue
         // A frame held back by the limiter: the timer will call; a kick meanwhile does nothing.
         if s.limits.heldFrame != nil, !woken, throttleTimer.isArmed { return }
+        s.queues[queue].disableNotifications()
+        while true {
+            guard case .empty = sendAvailable(&s) else {
+                s.queues[queue].enableNotifications()
+                break
+            }
+            // Kicks on again; a frame that slipped in before that is sent now.
+            guard s.queues[queue].enableNotifications() else { break }
+            s.queues[queue].disableNotifications()
+        }
+        s.queues[queue].notifyGuestIfNeeded()
+    }
+
+    /// Why `sendAvailable` stopped.
+    private enum TransmitStop { case empty, held, broken }
+
+    /// Sends frames until the ring is empty, the limiter holds one back, or the queue broke.
+    private func sendAvailable(_ s: inout State) -> TransmitStop {
+        let queue = NetDevice.transmitQueue
         while true {
             let chain: DescriptorChain
             do throws(VirtqueueError) {
@@ -362,19 +385,18 @@ public final class NetDevice: VirtioDevice {
                     chain = held
                     s.limits.heldFrame = nil
                 } else {
-                    guard let next = try s.queues[queue].popAvailable() else { break }
+                    guard let next = try s.queues[queue].popAvailable() else { return .empty }
                     chain = next
                 }
-                guard mayTransmit(chain, &s) else { break }
+                guard mayTransmit(chain, &s) else { return .held }
             } catch {
-                if error.isStructural { break }
+                if error.isStructural { return .broken }
                 s.statistics.txMalformed += 1 // already returned to the driver by the queue
                 continue
             }
             send(chain, &s)
-            do { try s.queues[queue].addUsed(head: chain.head, length: 0) } catch { break }
+            do { try s.queues[queue].addUsed(head: chain.head, length: 0) } catch { return .broken }
         }
-        s.queues[queue].notifyGuestIfNeeded()
     }
 
     /// Sends one chain's packet to the endpoint, or counts why not.
