@@ -17,7 +17,7 @@ public struct BlockConfiguration: Sendable, Hashable {
     /// kicks turned off, in microseconds (0: never). Adaptive below it: `BlockQueuePoll`.
     /// Not kept in snapshots: a restored disk polls as the default says.
     public var pollMicroseconds: UInt32
-    /// Threads that serve a batch of reads and writes beside the I/O thread (`BlockWorkers`);
+    /// Threads that serve a batch's reads beside the I/O thread, which serves its writes meanwhile (`BlockWorkers`);
     /// 0 serves every request on the I/O thread. Not kept in snapshots either.
     public var workers: Int
 

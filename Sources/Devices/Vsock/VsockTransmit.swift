@@ -13,10 +13,20 @@ import Glibc
 extension VsockDevice {
     func processTransmit(_ s: inout State) {
         guard s.queues.indices.contains(Self.transmitQueue), s.queues[Self.transmitQueue].isEnabled else { return }
+        // The guest's kicks are off while the ring is drained (what it adds meanwhile is found
+        // anyway), and on again once it is empty; a packet that slipped in before that is
+        // handled too.
+        s.queues[Self.transmitQueue].disableNotifications()
         while true {
             let chain: DescriptorChain
             do throws(VirtqueueError) {
-                guard let next = try s.queues[Self.transmitQueue].popAvailable() else { break }
+                guard let next = try s.queues[Self.transmitQueue].popAvailable() else {
+                    if s.queues[Self.transmitQueue].enableNotifications() {
+                        s.queues[Self.transmitQueue].disableNotifications()
+                        continue
+                    }
+                    break
+                }
                 chain = next
             } catch {
                 s.statistics.malformed += 1
