@@ -247,15 +247,15 @@ vsock() {
 # and ratios (Scripts/guest-io-report.py). POLLS and WORKERS ("0 250", say) add lguest boots
 # with those disk poll= windows and workers= counts.
 guest_io() {
-    local runs=${1:-3} seconds=${2:-5} polls=${3:-} workers=${4:-} log
+    local runs=${1:-3} seconds=${2:-5} polls=${3:-} workers=${4:-} log=.build/bench/guest-io-serial.log
     build_lguest
-    log=$(mktemp)
+    mkdir -p .build/bench
     Lab/lab.sh run --vmm .build/release/lguest --with-qemu --with-l2-disk --scenario Lab/scenarios/guest-io.sh \
         --guest-init Lab/guest/guest-io-init.sh --guest-modules squashfs \
         --env "GUEST_IO_RUNS=$runs" --env "GUEST_IO_SECONDS=$seconds" --env "GUEST_IO_POLLS=$polls" --env "GUEST_IO_WORKERS=$workers" --env LAB_RUN_TIMEOUT=900 \
         --timeout $((1200 + runs * 900)) --log "$log" >&2
     python3 Scripts/guest-io-report.py "$log"
-    rm -f "$log"
+    echo "guest-io: the lab's serial log, every guest's own lines included: $log" >&2
 }
 
 virtqueue() {
