@@ -233,6 +233,17 @@ struct GuestLifecycleTests {
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", ",readonly"], mentioning: ["path"])
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "\(image),bw=fast/1000"], mentioning: ["bw", "'fast'"])
         try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "\(image),ops=1/2/3/4"], mentioning: ["ops", "REFILL_MS"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--disk", "\(image),workers=33"], mentioning: ["workers=", "0 to 32"])
+    }
+
+    @Test("vhost=on: a bad value, rate limits beside it, and a host without /dev/vhost-net are refused with one line")
+    func badVhostNetworks() throws {
+        try expectRefusal(["run", "--kernel", tinyKernel, "--net", "tap=lgx0,vhost=yes"], mentioning: ["vhost= takes on or off"])
+        try expectRefusal(["run", "--kernel", tinyKernel, "--net", "tap=lgx0,vhost=on,tx-bw=1M/100"], mentioning: ["rate limits"])
+        guard access("/dev/vhost-net", F_OK) != 0 else { return }
+        // /dev/vhost-net is opened before the TAP is looked for.
+        try expectRefusal(["run", "--kernel", tinyKernel, "--net", "tap=lgvhx0,vhost=on"],
+                          mentioning: ["/dev/vhost-net", "modprobe vhost_net"])
     }
 
     @Test("a block device that is read-only, or busy, is refused with one line",
