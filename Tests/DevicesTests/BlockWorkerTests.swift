@@ -114,4 +114,26 @@ import VirtioTesting
         let statistics = rig.device.statistics
         #expect(statistics.writes == 96 && statistics.reads == 96 && statistics.flushes == 3 && statistics.syncs == 3)
     }
+
+    @Test("a request whose header changed after the batch sorted it fails, and is not served as its new type")
+    func aHeaderChangedAfterSortingFails() throws {
+        let rig = try BlockRig(sectors: 64)
+        var queue = try rig.queue.makeQueue(maxSize: BlockDevice.queueSize)
+        let before = try rig.image.bytes()
+        // Sorted as a write; by the time a worker reads the header it says DISCARD (which
+        // would call fallocate, outside a worker's filter) or FLUSH.
+        for type in [BlockRequestType.discard, BlockRequestType.flush, BlockRequestType.read] {
+            let chain = try rig.queue.addChain(readable: [blockHeader(type), blockSegment(sector: 0, sectors: 8)], writable: [1])
+            let popped = try #require(try queue.popAvailable())
+            let used = rig.device.serving.withLock { serving in
+                rig.device.serve(popped, state: &serving, expecting: BlockRequestType.write)
+            }
+            #expect(used == 1)
+            #expect(try rig.queue.read(chain.writable[0]) == [BlockStatus.ioError], "type \(type)")
+        }
+        #expect(try rig.image.bytes() == before)
+        let statistics = rig.device.statistics
+        #expect(statistics.discards == 1 && statistics.flushes == 1 && statistics.syncs == 0)
+        #expect(statistics[.malformedRequest] == 3)
+    }
 }

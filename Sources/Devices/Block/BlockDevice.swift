@@ -324,7 +324,9 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
     private func drain(queue index: Int, generation: UInt64, serving: inout Serving) -> (Int, Next) {
         var served = 0
         while true {
+            // The type is read once, here; each request is served as that type or fails.
             var batch: [DescriptorChain] = []
+            var types: [UInt32] = []
             var alone: DescriptorChain?
             var last = Next.empty
             while batch.count < Int(Self.queueSize) {
@@ -333,8 +335,9 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
                     last = next
                     break
                 }
-                if Self.isReadOrWrite(chain) != nil {
+                if let type = Self.isReadOrWrite(chain) {
                     batch.append(chain)
+                    types.append(type)
                 } else {
                     alone = chain
                     break
@@ -343,8 +346,8 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
             if batch.isEmpty, alone == nil { return (served, last) }
 
             var used = [UInt32](repeating: 0, count: batch.count)
-            let writes = batch.indices.filter { Self.isReadOrWrite(batch[$0]) == BlockRequestType.write }
-            let reads = batch.indices.filter { Self.isReadOrWrite(batch[$0]) == BlockRequestType.read }
+            let writes = batch.indices.filter { types[$0] == BlockRequestType.write }
+            let reads = batch.indices.filter { types[$0] == BlockRequestType.read }
             // Job 0 is every write (first, so the calling thread starts on it), then one job per read.
             let writeJobs = writes.isEmpty ? 0 : 1
             let shared = serving
@@ -354,10 +357,12 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
                 workers.run(writeJobs + reads.count) { job in
                     var copy = shared
                     if job < writeJobs {
-                        for request in writes { used[request] = serve(batch[request], state: &copy) }
+                        for request in writes {
+                            used[request] = serve(batch[request], state: &copy, expecting: BlockRequestType.write)
+                        }
                     } else {
                         let request = reads[job - writeJobs]
-                        used[request] = serve(batch[request], state: &copy)
+                        used[request] = serve(batch[request], state: &copy, expecting: BlockRequestType.read)
                     }
                 }
             }

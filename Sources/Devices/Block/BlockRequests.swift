@@ -52,7 +52,12 @@ extension BlockDevice {
 
     /// Serves one request and returns its used length: the bytes written into the chain's
     /// device-writable buffers, status byte included, or 0 for a chain with no room to answer.
-    func serve(_ chain: DescriptorChain, state: inout Serving) -> UInt32 {
+    ///
+    /// `expecting` is the type a batch sorted the request by (a read or a write, which a disk
+    /// worker may serve). The header is read again here, and the guest may have changed it
+    /// since: a request whose type is no longer that one fails, so a worker never serves a
+    /// flush, a discard or anything else its filter does not allow.
+    func serve(_ chain: DescriptorChain, state: inout Serving, expecting: UInt32? = nil) -> UInt32 {
         guard chain.readableLength >= UInt32(Self.headerSize), chain.writableLength >= 1 else {
             record(nil, .fail(.malformedRequest))
             return 0
@@ -75,7 +80,9 @@ extension BlockDevice {
             return 0
         }
 
-        let completion = execute(request, chain: chain, reader: reader, state: &state)
+        let completion = expecting.map { $0 != request.type } == true
+            ? .fail(.malformedRequest)
+            : execute(request, chain: chain, reader: reader, state: &state)
 
         // The status byte is the last device-writable byte, wherever the data ended: the last
         // byte of the last non-empty writable buffer (there is one: writableLength ≥ 1).
