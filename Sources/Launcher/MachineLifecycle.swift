@@ -51,16 +51,6 @@ extension Machine {
             if let failure = events.run(gate: gate) { power.requestStop(.failure(failure.description)) }
         }
         threads.withLock { $0.io = io }
-        for (disk, block) in blocks.enumerated() {
-            let workers = block.workers
-            for worker in 0 ..< workers.count {
-                let thread = try MachineThread(name: "lguest-disk\(disk).\(worker)") {
-                    guard enterThreadSandbox(sandbox.diskWorker, power: power) else { return }
-                    workers.serveBatches()
-                }
-                threads.withLock { $0.diskWorkers.append(thread) }
-            }
-        }
         if let fsEvents {
             gate.enter()
             let fs = try MachineThread(name: "lguest-fs") {
@@ -82,6 +72,18 @@ extension Machine {
                 runVCPU(vcpu, ports: ports, mmio: mmio, power: power, gate: gate, exits: exits, halts: halts)
             }
             threads.withLock { $0.vcpus.append(thread) }
+        }
+        // The disks' workers last, off the way to the first KVM_RUN: until they are ready, a batch
+        // is served on the I/O thread alone.
+        for (disk, block) in blocks.enumerated() {
+            let workers = block.workers
+            for worker in 0 ..< workers.count {
+                let thread = try MachineThread(name: "lguest-disk\(disk).\(worker)") {
+                    guard enterThreadSandbox(sandbox.diskWorker, power: power) else { return }
+                    workers.serveBatches()
+                }
+                threads.withLock { $0.diskWorkers.append(thread) }
+            }
         }
     }
 

@@ -62,6 +62,8 @@ enum VirtioWiring {
             try vm.attachInterrupt(interrupt, gsi: window.gsi)
         } catch { throw .kvm(.call(error)) }
         let transport = MMIOTransport(device: device, memory: memory, interrupt: IrqfdLine(event: interrupt))
+        // A network device served by the host kernel (vhost) has the kernel watch its doorbells.
+        let kernelServed = (device as? NetDevice).flatMap { $0.vhost != nil ? $0 : nil }
         var doorbells: [EventFD] = []
         for queue in device.queueMaxSizes.indices {
             let doorbell: EventFD
@@ -71,8 +73,7 @@ enum VirtioWiring {
                                       length: 4, value: UInt64(queue))
             } catch { throw .kvm(.call(error)) }
             doorbells.append(doorbell)
-            // A device served by the host kernel (vhost) has the kernel watch its doorbells.
-            if let net = device as? NetDevice, net.takesDoorbells { continue }
+            if kernelServed != nil { continue }
             // Journey 5: a doorbell rings. The guest wrote the queue's index to QueueNotify, KVM
             // matched it against this ioeventfd and signalled it, and the vCPU went straight back
             // to the guest. The I/O thread wakes, and the transport hands the kick to the device.
@@ -81,7 +82,7 @@ enum VirtioWiring {
                 transport.handleNotification(queue: UInt32(queue))
             }
         }
-        if let net = device as? NetDevice, let vhost = net.vhost {
+        if let net = kernelServed, let vhost = net.vhost {
             net.useDoorbells(doorbells.map(\.raw))
             for call in vhost.calls {
                 try events.watch(call.raw) {

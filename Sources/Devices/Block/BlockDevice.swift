@@ -335,7 +335,7 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
                     last = next
                     break
                 }
-                if let type = Self.isReadOrWrite(chain) {
+                if let type = Self.batchedType(chain) {
                     batch.append(chain)
                     types.append(type)
                 } else {
@@ -387,7 +387,7 @@ public final class BlockDevice: VirtioDevice, RateLimitedDevice {
 
     /// IN or OUT, if the chain's header says one of them: the requests a batch serves together.
     /// Anything else (and a chain too short to say) is served alone, in order: `nil`.
-    static func isReadOrWrite(_ chain: DescriptorChain) -> UInt32? {
+    static func batchedType(_ chain: DescriptorChain) -> UInt32? {
         guard chain.readableLength >= UInt32(headerSize) else { return nil }
         var reader = chain.reader()
         guard let type = try? reader.readLE(UInt32.self),

@@ -8,13 +8,13 @@ import Glibc
 /// The I/O thread takes a batch of reads and writes off the queue and calls `run`: the jobs
 /// (each read, and all the writes together, `BlockDevice.drain`) are shared out between it and
 /// as many workers as there are jobs beyond the first, each taking the next unserved one until
-/// none is left, and `run` returns when every one has been served. Nothing is in flight between two batches, so a paused machine has no request half
-/// done, a reset finds no worker touching the queue, and a FLUSH served after the batch covers
-/// every write in it.
+/// none is left, and `run` returns when every one has been served. Nothing is in flight
+/// between two batches, so a paused machine has no request half done, a reset finds no worker
+/// touching the queue, and a FLUSH served after the batch covers every write in it.
 ///
 /// A batch of one job (every request at queue depth 1, a batch of writes alone) is served on
-/// the I/O thread alone, with no thread woken. Before the workers start (and in tests that build a device without
-/// them) every request is served that way too.
+/// the I/O thread alone, with no thread woken. Before the workers start (and in tests that
+/// build a device without them) every request is served that way too.
 ///
 /// The workers are the machine's threads (started, sandboxed and joined by the launcher, which
 /// runs `serveBatches` on each); they only ever run requests `run` hands them.

@@ -277,20 +277,18 @@ public final class NetDevice: VirtioDevice {
         guard queues.count == 2 else { throw DeviceActivationError("virtio-net needs 2 queues, got \(queues.count)") }
         let offloads = NetDevice.receiveOffloads(for: features).intersection(endpoint.supportedOffloads).consistent
         do { try endpoint.setOffloads(offloads) } catch { throw DeviceActivationError("\(error)") }
-        if let vhost {
-            try activateVhost(vhost, features: features, memory: memory, queues: queues, offloads: offloads,
-                              interrupt: interrupt)
-            return
-        }
-        state.withLock { s in
+        try state.withLock { s throws(DeviceActivationError) in
+            if let vhost { try startVhost(vhost, memory: memory, queues: queues, features: features, &s) }
             s.active = true
             s.features = features
             s.receiveOffloads = offloads
             s.queues = queues
+            s.interrupt = interrupt
             s.parked = []
             s.parkedCapacity = 0
             s.failedReadsInARow = 0
-            setWantsInput(queues[NetDevice.receiveQueue].isEnabled, &s)
+            // Under vhost the kernel reads the TAP; lguest must not.
+            setWantsInput(vhost == nil && queues[NetDevice.receiveQueue].isEnabled, &s)
         }
     }
 
